@@ -1,0 +1,31 @@
+# prefopt — `make demo` runs the tiny online-vs-offline study; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+EXTRAS ?= dev,deepspeed,bitsandbytes
+
+.PHONY: venv demo demo-quick test lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/prefopt demo --out outputs/demo
+
+demo-quick: venv
+	$(VENV)/bin/prefopt demo --quick --out outputs/demo-quick
+
+test: venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check prefopt tests benchmarks scripts
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache
