@@ -1,0 +1,123 @@
+"""Pieces every training command shares: building the policy, saving the recipe, plotting curves, resuming."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefopt.config import save_config
+from prefopt.models.settings import LoraSettings, ModelSettings
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "prefopt_config.yaml"
+CURVES_NAME = "training_curves.png"
+
+
+def prepare_policy(model: ModelSettings, lora: LoraSettings, new_tokens: Sequence[str] = ()) -> Any:
+    """Load the policy through its adapter, freeze vision parts as asked, and wrap it with LoRA if enabled."""
+    from prefopt.models.adapter import load_adapter
+
+    if not model.name_or_path:
+        from prefopt.errors import ModelError
+
+        raise ModelError("model.name_or_path is empty: give a hub id or a local model directory")
+    adapter = load_adapter(
+        model.name_or_path,
+        family=model.family,
+        dtype=model.dtype,
+        attn_implementation=model.attn_implementation,
+        quantization=model.quantization,
+        trust_remote_code=model.trust_remote_code,
+    )
+    adapter.freeze_vision(freeze_tower=model.freeze_vision_tower, freeze_projector=model.freeze_projector)
+    if lora.enabled:
+        from prefopt.models.lora import apply_lora
+
+        token_ids = [adapter.tokenizer.convert_tokens_to_ids(t) for t in new_tokens] or None
+        adapter.model = apply_lora(adapter, lora, new_token_ids=token_ids)
+    elif model.quantization:
+        from prefopt.errors import ModelError
+
+        raise ModelError("a quantised (4bit/8bit) base can only be trained with LoRA: set lora.enabled=true")
+    trainable = sum(p.numel() for p in adapter.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in adapter.model.parameters())
+    logger.info("policy %s: %d of %d parameters trainable", model.name_or_path, trainable, total)
+    return adapter
+
+
+def write_run_config(config: Any, out_dir: str | Path) -> Path:
+    """Save the resolved recipe next to the run (it holds environment-variable names, never secrets)."""
+    path = Path(out_dir) / CONFIG_NAME
+    save_config(config, path)
+    return path
+
+
+def last_checkpoint(out_dir: str | Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder of a run, or None."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return None
+    found = []
+    for child in out.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), child))
+    return str(max(found)[1]) if found else None
+
+
+def _log_history(out_dir: Path) -> list[dict[str, Any]]:
+    candidates = [out_dir / "trainer_state.json"]
+    ckpt = last_checkpoint(out_dir)
+    if ckpt:
+        candidates.append(Path(ckpt) / "trainer_state.json")
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text()).get("log_history", [])
+    return []
+
+
+def plot_training_curves(out_dir: str | Path, history: list[dict[str, Any]] | None = None) -> Path | None:
+    """Plot every numeric metric of the run's log history against the step into ``training_curves.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    history = history if history is not None else _log_history(out)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    skip = {"step", "epoch", "total_flos", "train_runtime", "train_samples_per_second",
+            "train_steps_per_second", "learning_rate", "grad_norm"}
+    for row in history:
+        step = row.get("step")
+        for key, value in row.items():
+            if key in skip or not isinstance(value, int | float) or step is None or not math.isfinite(value):
+                continue
+            xs, ys = series.setdefault(key, ([], []))
+            xs.append(step)
+            ys.append(float(value))
+    if not series:
+        return None
+    keys = sorted(series)
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        xs, ys = series[key]
+        ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, linewidth=1.2)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = out / CURVES_NAME
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
