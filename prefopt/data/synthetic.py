@@ -1,0 +1,302 @@
+"""A procedural "shapes" world on which hallucination is measurable without any download.
+
+Each scene holds two or three coloured shapes at random positions on a grey canvas; the list of objects
+present is known exactly. Each kind of shape has one fixed colour, so a tiny vision tower can learn to see
+them in minutes on a CPU. From the scenes the module writes every file the demo needs, in the public
+layouts prefopt reads:
+
+- ``sft.json``: LLaVA conversations for the cold start (four-stage answers to yes/no questions, and
+  plain captions); a share of the captions deliberately names an absent object, so the cold-start model
+  learns to hallucinate and the preference methods have something to remove;
+- ``grpo.json``: Video-R1 / GWYS prompts (``problem``, ``solution``, ``problem_type``, ``path``);
+- ``symmpo.parquet``: SymMPO rows: chosen = faithful caption, rejected = caption naming an absent object,
+  contrastive image = the same scene with that object actually drawn, whose preferred answer is the
+  rejected caption;
+- ``pope.jsonl`` (random / popular / adversarial absent objects) and ``chair.jsonl`` held-out sets.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+#: Object name -> (colour word, RGB). One colour per shape keeps the vision task learnable.
+OBJECTS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "circle": ("red", (220, 40, 40)),
+    "square": ("blue", (40, 80, 220)),
+    "triangle": ("green", (40, 170, 60)),
+    "star": ("yellow", (235, 210, 30)),
+    "cross": ("purple", (150, 50, 180)),
+    "diamond": ("orange", (245, 140, 20)),
+}
+#: Scene co-occurrence bias: these pairs appear together often (drives POPE's adversarial split).
+PARTNERS = {"circle": "square", "square": "circle", "triangle": "star", "star": "triangle",
+            "cross": "diamond", "diamond": "cross"}
+BACKGROUND = (128, 128, 128)
+CAPTION_QUESTION = "Describe the image."
+
+
+@dataclass
+class Scene:
+    """One image: objects with their boxes ``[x1, y1, x2, y2]`` in pixels."""
+
+    id: str
+    objects: list[str]
+    boxes: list[list[int]] = field(default_factory=list)
+    size: int = 56
+
+    def render(self) -> Image.Image:
+        """Draw the scene."""
+        img = Image.new("RGB", (self.size, self.size), BACKGROUND)
+        draw = ImageDraw.Draw(img)
+        for name, box in zip(self.objects, self.boxes):
+            _draw_shape(draw, name, box)
+        return img
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, name: str, box: list[int]) -> None:
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    colour = OBJECTS[name][1]
+    if name == "circle":
+        draw.ellipse(box, fill=colour)
+    elif name == "square":
+        draw.rectangle(box, fill=colour)
+    elif name == "triangle":
+        draw.polygon([(cx, y1), (x2, y2), (x1, y2)], fill=colour)
+    elif name == "diamond":
+        draw.polygon([(cx, y1), (x2, cy), (cx, y2), (x1, cy)], fill=colour)
+    elif name == "cross":
+        w = (x2 - x1) / 3
+        draw.rectangle([x1 + w, y1, x2 - w, y2], fill=colour)
+        draw.rectangle([x1, y1 + w, x2, y2 - w], fill=colour)
+    elif name == "star":
+        r_out, r_in = (x2 - x1) / 2, (x2 - x1) / 5
+        import math
+
+        pts = []
+        for k in range(10):
+            r = r_out if k % 2 == 0 else r_in
+            a = -math.pi / 2 + k * math.pi / 5
+            pts.append((cx + r * math.cos(a), cy + r * math.sin(a)))
+        draw.polygon(pts, fill=colour)
+
+
+def _place(objects: list[str], size: int, rng: random.Random) -> list[list[int]] | None:
+    cells = [(r, c) for r in range(2) for c in range(2)]
+    rng.shuffle(cells)
+    half = size // 2
+    boxes = []
+    for _name, (r, c) in zip(objects, cells):
+        side = rng.randint(half - 10, half - 4)
+        x1 = c * half + rng.randint(0, half - side)
+        y1 = r * half + rng.randint(0, half - side)
+        boxes.append([x1, y1, x1 + side, y1 + side])
+    return boxes
+
+
+def make_scene(scene_id: str, rng: random.Random, size: int = 56, n_objects: int | None = None) -> Scene:
+    """A random scene; partner shapes co-occur more often than chance."""
+    n = n_objects or rng.choice([2, 2, 3])
+    names = list(OBJECTS)
+    first = rng.choice(names)
+    objects = [first]
+    if rng.random() < 0.6:
+        objects.append(PARTNERS[first])
+    while len(objects) < n:
+        pick = rng.choice(names)
+        if pick not in objects:
+            objects.append(pick)
+    return Scene(scene_id, objects, _place(objects, size, rng), size)
+
+
+def with_object(scene: Scene, extra: str, rng: random.Random) -> Scene:
+    """The same scene with ``extra`` drawn in a free cell (the contrastive image)."""
+    objects = scene.objects + [extra]
+    half = scene.size // 2
+    used = {(b[1] // half, b[0] // half) for b in scene.boxes}
+    free = [(r, c) for r in range(2) for c in range(2) if (r, c) not in used]
+    r, c = rng.choice(free)
+    side = rng.randint(half - 10, half - 4)
+    x1, y1 = c * half + rng.randint(0, half - side), r * half + rng.randint(0, half - side)
+    return Scene(scene.id + "_plus_" + extra, objects, scene.boxes + [[x1, y1, x1 + side, y1 + side]], scene.size)
+
+
+def caption(objects: list[str]) -> str:
+    """A plain caption naming each object with its colour."""
+    parts = [f"a {OBJECTS[o][0]} {o}" for o in objects]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"There is {listed}."
+
+
+def four_stage_answer(objects: list[str], asked: str, present: bool) -> str:
+    """A four-stage prethink/caption/think/answer completion for "Is there a <asked>?"."""
+    verdict = "yes" if present else "no"
+    seen = "the caption names it" if present else "the caption does not name it"
+    return (
+        f"<prethink>I will list the shapes, then look for a {asked}.</prethink> "
+        f"<caption>{caption(objects)}</caption> "
+        f"<think>The question asks about a {asked} and {seen}.</think> "
+        f"<answer>{verdict}</answer>"
+    )
+
+
+def yes_no_question(name: str) -> str:
+    """The POPE-style question about one object."""
+    return f"Is there a {name} in the image?"
+
+
+def mentioned_objects(text: str) -> list[str]:
+    """Objects named in a text (singular or plural), in order of first mention."""
+    found = []
+    for match in re.finditer(r"[a-z]+", text.lower()):
+        word = match.group(0)
+        stem = word[:-2] if word.endswith("es") and word[:-2] in OBJECTS else word.rstrip("s")
+        if stem in OBJECTS and stem not in found:
+            found.append(stem)
+    return found
+
+
+def judge_answer(caption_text: str, question: str) -> str:
+    """The local judge: answer a yes/no question from the caption text alone, in the R1 format."""
+    asked = mentioned_objects(question)
+    seen = set(mentioned_objects(caption_text))
+    if not asked:
+        return "<think>The question names no shape I know.</think><answer>no</answer>"
+    verdict = "yes" if asked[0] in seen else "no"
+    return f"<think>The caption {'mentions' if verdict == 'yes' else 'does not mention'} it.</think><answer>{verdict}</answer>"
+
+
+@dataclass
+class WorldSizes:
+    """How many scenes each split gets, and how noisy the cold-start captions are."""
+
+    train: int = 240
+    grpo: int = 64
+    preference: int = 160
+    eval: int = 60
+    noise: float = 0.3  # share of cold-start captions naming one absent object
+    size: int = 56
+
+
+def _absent(scene: Scene, rng: random.Random) -> str:
+    return rng.choice([o for o in OBJECTS if o not in scene.objects])
+
+
+def _save(scene: Scene, out: Path) -> str:
+    rel = f"images/{scene.id}.png"
+    scene.render().save(out / rel)
+    return rel
+
+
+def _noisy_caption(scene: Scene, rng: random.Random, noise: float) -> str:
+    if rng.random() >= noise:
+        return caption(scene.objects)
+    objects = list(scene.objects)
+    objects.insert(rng.randrange(len(objects) + 1), _absent(scene, rng))
+    return caption(objects)
+
+
+def _question_prompt(question: str) -> str:
+    from prefopt.grpo.prompts import build_prompt
+
+    return build_prompt(question, "yes/no", (), "four_stage")
+
+
+def _sft_rows(scenes: list[Scene], out: Path, rng: random.Random, noise: float) -> list[dict]:
+    rows = []
+    for scene in scenes:
+        rel = _save(scene, out)
+        rows.append({"id": f"{scene.id}_cap", "image": rel, "conversations": [
+            {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"},
+            {"from": "gpt", "value": _noisy_caption(scene, rng, noise)}]})
+        asked, present = (rng.choice(scene.objects), True) if rng.random() < 0.5 else (_absent(scene, rng), False)
+        noisy_objects = scene.objects if rng.random() >= noise else scene.objects + [_absent(scene, rng)]
+        if not present and asked in noisy_objects:
+            present = True  # a hallucinated object in the caption carries through to the answer
+        rows.append({"id": f"{scene.id}_yn", "image": rel, "conversations": [
+            {"from": "human", "value": "<image>\n" + _question_prompt(yes_no_question(asked))},
+            {"from": "gpt", "value": four_stage_answer(noisy_objects, asked, present)}]})
+    return rows
+
+
+def _grpo_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]:
+    rows = []
+    for scene in scenes:
+        rel = _save(scene, out)
+        asked = rng.choice(scene.objects) if rng.random() < 0.5 else _absent(scene, rng)
+        verdict = "yes" if asked in scene.objects else "no"
+        rows.append({"id": scene.id, "problem": yes_no_question(asked), "options": [],
+                     "solution": f"<answer>{verdict}</answer>", "problem_type": "yes/no",
+                     "data_type": "image", "path": rel})
+    return rows
+
+
+def _preference_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]:
+    rows = []
+    for i, scene in enumerate(scenes):
+        extra = _absent(scene, rng)
+        contrast = with_object(scene, extra, rng)
+        faithful = caption(scene.objects)
+        hallucinated = caption(contrast.objects)
+        rows.append({"idx": i, "question": CAPTION_QUESTION, "resp_1_w": faithful, "resp_1_l": hallucinated,
+                     "resp_2_w": hallucinated, "image_1": _save(scene, out), "image_2": _save(contrast, out)})
+    return rows
+
+
+def _pope_rows(scenes: list[Scene], out: Path, rng: random.Random, counts: Counter) -> list[dict]:
+    popular = [name for name, _ in counts.most_common()]
+    rows = []
+    for scene in scenes:
+        rel = _save(scene, out)
+        absent = [o for o in OBJECTS if o not in scene.objects]
+        partners = [PARTNERS[o] for o in scene.objects if PARTNERS[o] in absent]
+        negatives = {
+            "random": rng.choice(absent),
+            "popular": next(o for o in popular if o in absent),
+            "adversarial": partners[0] if partners else next(o for o in popular if o in absent),
+        }
+        for category, negative in negatives.items():
+            for name, label in ((rng.choice(scene.objects), "yes"), (negative, "no")):
+                rows.append({"question_id": len(rows), "image": rel, "text": yes_no_question(name),
+                             "label": label, "category": category})
+    return rows
+
+
+def write_world(out_dir: str | Path, sizes: WorldSizes | None = None, seed: int = 0) -> dict[str, Path]:
+    """Write every demo file under ``out_dir``; returns ``{name: path}``."""
+    import pandas as pd
+
+    sizes = sizes or WorldSizes()
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+
+    def scenes(prefix: str, n: int) -> list[Scene]:
+        return [make_scene(f"{prefix}{i:05d}", rng, sizes.size) for i in range(n)]
+
+    train = scenes("sft", sizes.train)
+    counts = Counter(o for s in train for o in s.objects)
+    files = {name: out / name for name in ("sft.json", "grpo.json", "symmpo.parquet", "pope.jsonl", "chair.jsonl")}
+    files["sft.json"].write_text(json.dumps(_sft_rows(train, out, rng, sizes.noise), indent=1))
+    files["grpo.json"].write_text(json.dumps(_grpo_rows(scenes("grpo", sizes.grpo), out, rng), indent=1))
+    pd.DataFrame(_preference_rows(scenes("pref", sizes.preference), out, rng)).to_parquet(files["symmpo.parquet"])
+    held_out = scenes("eval", sizes.eval)
+    with files["pope.jsonl"].open("w") as fh:
+        for row in _pope_rows(held_out, out, rng, counts):
+            fh.write(json.dumps(row) + "\n")
+    with files["chair.jsonl"].open("w") as fh:
+        for scene in held_out:
+            fh.write(json.dumps({"image_id": scene.id, "image": f"images/{scene.id}.png",
+                                 "question": CAPTION_QUESTION, "objects": scene.objects}) + "\n")
+    (out / "world.json").write_text(json.dumps({
+        "seed": seed, "sizes": sizes.__dict__, "objects": {k: v[0] for k, v in OBJECTS.items()},
+        "synonyms": {name: [name, name + ("es" if name.endswith("s") else "s")] for name in OBJECTS},
+    }, indent=1))
+    return files
