@@ -1,0 +1,123 @@
+"""Special-token surgery: add tokens to the tokenizer and give them embedding rows that start sensibly.
+
+The REVERSE tags are declared here, once (:data:`REVERSE_TOKENS`); every other module imports them.
+
+How this departs from the REVERSE seed code: the seed resized the embeddings and left the new rows at
+their random initialisation. Here each new row of the input *and* output embedding starts at the mean
+of the rows the tokenizer already used (the "mean resizing" argument of Hewitt, 2021: the new tokens
+then barely move the next-token distribution before training). Qwen2.5-VL checkpoints carry spare
+embedding rows beyond the tokenizer; new ids go into those rows instead of growing the matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefopt.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+#: REVERSE tags (SPEC 4.1): ``<SPAN>`` opens a phrase, ``</CN>`` closes a confident one, ``</UN>`` an unconfident one.
+SPAN_OPEN = "<SPAN>"
+CONFIDENT_CLOSE = "</CN>"
+UNCONFIDENT_CLOSE = "</UN>"
+REVERSE_TOKENS: tuple[str, ...] = (SPAN_OPEN, CONFIDENT_CLOSE, UNCONFIDENT_CLOSE)
+
+#: Names accepted by ``--tokens`` for predefined token sets.
+TOKEN_SETS: dict[str, tuple[str, ...]] = {"reverse": REVERSE_TOKENS}
+
+
+def parse_token_list(spec: str) -> list[str]:
+    """Turn ``"reverse"`` or a comma list ``"<A>,<B>"`` into a list of tokens (duplicates and blanks refused)."""
+    if spec.strip().lower() in TOKEN_SETS:
+        return list(TOKEN_SETS[spec.strip().lower()])
+    tokens = [t.strip() for t in spec.split(",")]
+    if not spec.strip() or any(not t for t in tokens):
+        raise ModelError(f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks")
+    _refuse_duplicates(tokens)
+    return tokens
+
+
+def _refuse_duplicates(tokens: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for token in tokens:
+        if token in seen:
+            raise ModelError(f"token {token!r} is listed twice")
+        seen.add(token)
+
+
+def add_special_tokens(adapter: Any, tokens: Sequence[str]) -> dict[str, int]:
+    """Add ``tokens`` as special tokens, make room in both embeddings, set new rows to the old rows' mean.
+
+    Refuses tokens the tokenizer already knows. Returns ``{token: id}``.
+    """
+    from tokenizers import AddedToken
+
+    tokens = list(tokens)
+    if not tokens:
+        raise ModelError("no tokens to add")
+    _refuse_duplicates(tokens)
+    tokenizer = adapter.tokenizer
+    vocab = tokenizer.get_vocab()
+    present = [f"{t!r} (id {vocab[t]})" for t in tokens if t in vocab]
+    if present:
+        raise ModelError(f"tokens already in the tokenizer of {adapter.name_or_path}: {', '.join(present)}")
+    old_len = len(tokenizer)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in tokens], special_tokens=True)
+    ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in tokens}
+    # A token that the tokenizer would split (or map to unk) cannot be learnt as one unit.
+    for token, token_id in ids.items():
+        if token_id < old_len or tokenizer.encode(token, add_special_tokens=False) != [token_id]:
+            raise ModelError(f"token {token!r} was not added as a single new id (got {token_id})")
+    if adapter.model is not None:
+        init_new_rows(adapter.model, sorted(ids.values()), n_old=old_len)
+    logger.info("added special tokens %s", ids)
+    return ids
+
+
+def init_new_rows(model: Any, new_ids: Sequence[int], n_old: int) -> None:
+    """Grow the embeddings if ``new_ids`` do not fit, then set those rows to the mean of rows ``[0, n_old)``."""
+    import torch
+
+    rows = model.get_input_embeddings().weight.shape[0]
+    needed = max(new_ids) + 1
+    if needed > rows:
+        # mean_resizing=False: its random draw would be overwritten below anyway, and it is slow for big vocabularies.
+        model.resize_token_embeddings(needed, mean_resizing=False)
+    sync_vocab_size(model)
+    index = torch.tensor(list(new_ids), dtype=torch.long)
+    embeddings = [model.get_input_embeddings()]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not embeddings[0].weight:
+        embeddings.append(output)
+    with torch.no_grad():
+        for module in embeddings:
+            weight = module.weight
+            # Spare rows past n_old are untrained padding, so they must not pull the mean.
+            mean = weight[:n_old].float().mean(dim=0)
+            weight[index] = mean.to(weight.dtype).expand(len(index), -1)
+            bias = getattr(module, "bias", None)
+            if bias is not None:
+                bias[index] = bias[:n_old].float().mean().to(bias.dtype)
+
+
+def sync_vocab_size(model: Any) -> int:
+    """Write the input-embedding row count into every ``vocab_size`` the config (and its sub-configs) carries."""
+    rows = int(model.get_input_embeddings().weight.shape[0])
+    configs = [model.config, model.config.get_text_config()]
+    for config in configs:
+        if getattr(config, "vocab_size", None) is not None:
+            config.vocab_size = rows
+    return rows
+
+
+def save_model_dir(model: Any, processor: Any, out_dir: str | Path) -> Path:
+    """Save model weights (safetensors), generation config, processor, tokenizer and chat template to ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    return out
