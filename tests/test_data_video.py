@@ -1,0 +1,78 @@
+"""Video frame sampling on small videos written here with PyAV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prefopt.data.video import fit_pixels, load_video_frames, sample_times
+from prefopt.errors import ImageError, PrefoptError
+
+av = pytest.importorskip("av")
+
+
+def _write_video(path, n_frames=20, rate=10, size=(64, 32)):
+    """Frame i is a flat grey of value 12*i, so a sampled frame's mean tells which frame it was."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 12 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _which_frame(img) -> int:
+    return round(float(np.asarray(img).mean()) / 12)
+
+
+def test_sample_times_hand_computed():
+    # 2 s at 2 fps: every 0.5 s -> 4 frames (under the cap of 16).
+    assert sample_times(2.0, 16, 2.0) == [0.0, 0.5, 1.0, 1.5]
+    # 2 s at 10 fps would be 20 frames; capped at 4, spread evenly: step 2/4 = 0.5 s.
+    assert sample_times(2.0, 4, 10.0) == [0.0, 0.5, 1.0, 1.5]
+    # A clip shorter than one sampling interval still gives one frame.
+    assert sample_times(0.2, 16, 2.0) == [0.0]
+
+
+def test_fit_pixels_keeps_aspect_and_budget():
+    from PIL import Image
+
+    img = fit_pixels(Image.new("RGB", (400, 100)), 10_000)
+    # scale = sqrt(10000 / 40000) = 0.5 -> 200 x 50 = 10000 pixels, aspect 4:1 kept.
+    assert img.size == (200, 50)
+    small = Image.new("RGB", (10, 10))
+    assert fit_pixels(small, 10_000) is small  # never enlarged
+
+
+def test_frames_sampled_at_fps(tmp_path):
+    _write_video(tmp_path / "clip.mp4")  # 20 frames at 10 fps = 2 s
+    frames = load_video_frames("clip.mp4", num_frames=16, fps=2.0, root=tmp_path)
+    # Targets 0, 0.5, 1.0, 1.5 s are frames 0, 5, 10, 15.
+    assert [_which_frame(f) for f in frames] == [0, 5, 10, 15]
+    assert all(f.mode == "RGB" and f.size == (64, 32) for f in frames)
+
+
+def test_frames_capped_and_resized(tmp_path):
+    _write_video(tmp_path / "clip.mp4")
+    frames = load_video_frames(tmp_path / "clip.mp4", num_frames=3, fps=10.0, max_pixels=512)
+    # Capped at 3 frames over 2 s: step 2/3 s -> targets 0, 0.667, 1.333 -> frames 0, 6, 13.
+    assert [_which_frame(f) for f in frames] == [0, 6, 13]
+    # 64x32 into 512 pixels: scale sqrt(512/2048) = 0.5 -> 32x16.
+    assert all(f.size == (32, 16) for f in frames)
+
+
+def test_video_errors(tmp_path):
+    with pytest.raises(ImageError, match="video file not found"):
+        load_video_frames("missing.mp4", root=tmp_path)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00garbage" * 20)
+    with pytest.raises(ImageError, match="junk.mp4"):
+        load_video_frames(tmp_path / "junk.mp4")
+    with pytest.raises(ImageError, match="escapes"):
+        load_video_frames("../x.mp4", root=tmp_path)
+    with pytest.raises(PrefoptError, match="num_frames"):
+        load_video_frames(tmp_path / "junk.mp4", num_frames=0)
