@@ -1,0 +1,219 @@
+"""Conflict-aware regularisation (SPEC 1.5): LM-head gradient kernels, cosine similarity, InfoNCE.
+
+Two feature modes:
+
+- ``gradient`` (the paper): the similarity of samples i and j is the cosine of the gradients
+  ``G_i = Σ_t m_t (e_{y_t} - p_t) h_tᵀ`` (V × d) of ``Σ_t m_t log softmax(W h_t)[y_t]`` with respect to the
+  LM-head weight W. :func:`gradient_kernel` returns the exact Gram matrix ``K_ij = ⟨G_i, G_j⟩_F`` without
+  ever holding B gradients of V × d, by one of two exact routes (picked per shape by estimated cost):
+
+  * :func:`kernel_token_pairs`: ``K_ij = Σ_{t∈i, s∈j} (h_t·h_s)([y_t=y_s] - p_s[y_t] - p_t[y_s] + p_t·p_s)``,
+    about ``N²(V + d)`` work for N response tokens, chunked over token rows (memory ``rows · (N + V)``).
+  * :func:`kernel_vocab_chunks`: per vocabulary chunk c, ``G_i^c = (E - P)_cᵀ H_i`` for all samples
+    (memory ``B · chunk · d``), accumulating ``K += G^c G^cᵀ``; about ``2·N·V·d + B²·V·d`` work.
+
+  Default temperature τ = 0.54 (the paper's threshold), weight 0.01.
+- ``hidden`` (the released code, a proxy): :func:`hidden_proxy_features` (mean last-layer hidden state
+  over non-pad prompt tokens) compared by :func:`peer_similarity` with 7 random peers of the same data
+  type; temperature 0.5, threshold 0.5, weight 0.01.
+
+:func:`info_nce` turns a similarity matrix into the loss: pairs BELOW the threshold are positives
+(pulled together, i.e. the loss lowers their conflict), the rest negatives. All functions are pure and
+differentiable; inputs are not modified.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "gradient_kernel",
+    "kernel_token_pairs",
+    "kernel_vocab_chunks",
+    "cosine_from_gram",
+    "info_nce",
+    "hidden_proxy_features",
+    "peer_similarity",
+    "GRADIENT_TEMPERATURE",
+    "GRADIENT_THRESHOLD",
+    "HIDDEN_TEMPERATURE",
+    "HIDDEN_THRESHOLD",
+    "NCE_WEIGHT",
+]
+
+GRADIENT_THRESHOLD = 0.54  # τ of the paper: gradient-cosine below it = positive pair
+GRADIENT_TEMPERATURE = 0.54
+HIDDEN_THRESHOLD = 0.5  # released code
+HIDDEN_TEMPERATURE = 0.5
+NCE_WEIGHT = 0.01
+DEFAULT_BUDGET = 2**24  # elements of the largest temporary a chunk may allocate (~128 MiB in float64)
+
+
+def _check(hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> None:
+    if hidden.dim() != 3 or logits.dim() != 3:
+        raise ValueError(f"hidden must be [B,T,d] and logits [B,T,V]; got {tuple(hidden.shape)}, {tuple(logits.shape)}")
+    if hidden.shape[:2] != logits.shape[:2] or labels.shape != hidden.shape[:2] or mask.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)}, logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and "
+            f"mask {tuple(mask.shape)} must share [B, T]"
+        )
+
+
+def _flat_tokens(hidden, logits, labels, mask):
+    """Masked tokens only: mask-weighted hidden [N,d], logits [N,V], labels [N], sample index [N]."""
+    B, T = labels.shape
+    keep = mask != 0
+    sample = torch.arange(B, device=labels.device).unsqueeze(1).expand(B, T)[keep]
+    weight = mask[keep].to(hidden.dtype).unsqueeze(1)
+    return hidden[keep] * weight, logits[keep], labels[keep].long(), sample
+
+
+def kernel_token_pairs(
+    hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, budget: int = DEFAULT_BUDGET
+) -> torch.Tensor:
+    """Exact LM-head gradient Gram matrix [B,B] by the token-pair closed form, chunked over token rows."""
+    _check(hidden, logits, labels, mask)
+    B = labels.shape[0]
+    H, Z, y, sample = _flat_tokens(hidden, logits, labels, mask)
+    N, V = Z.shape
+    K = hidden.new_zeros(B, B)
+    if N == 0:
+        return K + 0.0 * (hidden.sum() + logits.sum())
+    P = torch.softmax(Z.to(hidden.dtype), dim=-1)  # [N, V]
+    S = F.one_hot(sample, B).to(hidden.dtype)  # [N, B] token -> sample
+    rows = max(1, min(N, budget // max(1, N + V)))
+    for start in range(0, N, rows):
+        sl = slice(start, start + rows)
+        hh = H[sl] @ H.T  # h_t·h_s                     [r, N]
+        same = (y[sl].unsqueeze(1) == y.unsqueeze(0)).to(H.dtype)  # [y_t = y_s]
+        p_s_yt = P[:, y[sl]].T  # p_s[y_t]                [r, N]
+        p_t_ys = P[sl][:, y]  # p_t[y_s]                  [r, N]
+        pp = P[sl] @ P.T  # p_t·p_s                       [r, N]
+        pair = hh * (same - p_s_yt - p_t_ys + pp)
+        K = K + S[sl].T @ pair @ S
+    return K
+
+
+def kernel_vocab_chunks(
+    hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, budget: int = DEFAULT_BUDGET
+) -> torch.Tensor:
+    """Exact LM-head gradient Gram matrix [B,B] built one vocabulary chunk of ``(E - P)ᵀH`` at a time."""
+    _check(hidden, logits, labels, mask)
+    B, T, V = logits.shape
+    d = hidden.shape[-1]
+    m = mask.to(hidden.dtype)
+    lse = torch.logsumexp(logits.to(hidden.dtype), dim=-1, keepdim=True)  # full-vocabulary normaliser
+    y = labels.long().clamp(0, V - 1)  # masked positions may hold -100; their weight is 0
+    chunk = max(1, min(V, budget // max(1, B * max(d, T))))
+    K = hidden.new_zeros(B, B)
+    for start in range(0, V, chunk):
+        stop = min(V, start + chunk)
+        probs = torch.exp(logits[..., start:stop].to(hidden.dtype) - lse)  # [B, T, c]
+        in_chunk = (y >= start) & (y < stop)
+        onehot = F.one_hot((y - start).clamp(0, stop - start - 1), stop - start).to(hidden.dtype)
+        resid = (onehot * in_chunk.unsqueeze(-1) - probs) * m.unsqueeze(-1)  # (E - P) masked
+        grads = torch.einsum("btc,btd->bcd", resid, hidden).reshape(B, -1)  # G_i^c, [B, c·d]
+        K = K + grads @ grads.T
+    return K
+
+
+def _pair_cost(n_tokens: int, V: int, d: int) -> float:
+    return float(n_tokens) ** 2 * (V + d)
+
+
+def _vocab_cost(n_tokens: int, B: int, V: int, d: int) -> float:
+    return 2.0 * n_tokens * V * d + float(B) ** 2 * V * d
+
+
+def gradient_kernel(
+    hidden: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    route: str = "auto",
+    budget: int = DEFAULT_BUDGET,
+) -> torch.Tensor:
+    """Gram matrix [B,B] of per-sample LM-head gradients of ``Σ_t mask·log softmax(logits)[labels]``.
+
+    ``hidden`` [B,T,d] are the LM-head inputs, ``logits`` [B,T,V] its outputs at the same positions and
+    ``labels`` [B,T] the targets predicted there (already shifted by the caller). ``route`` is ``"auto"``
+    (cheaper estimated cost), ``"pairs"`` or ``"vocab"``; both are exact and differentiable.
+    """
+    if route not in ("auto", "pairs", "vocab"):
+        raise ValueError(f"route must be 'auto', 'pairs' or 'vocab', got {route!r}")
+    if route == "auto":
+        B, T, V = logits.shape
+        n_tokens = int((mask != 0).sum())
+        cheaper = _pair_cost(n_tokens, V, hidden.shape[-1]) <= _vocab_cost(B * T, B, V, hidden.shape[-1])
+        route = "pairs" if cheaper else "vocab"
+    fn = kernel_token_pairs if route == "pairs" else kernel_vocab_chunks
+    return fn(hidden, logits, labels, mask, budget=budget)
+
+
+def cosine_from_gram(K: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarities ``K_ij / sqrt(K_ii K_jj)`` from a Gram matrix (zero-norm rows give 0)."""
+    norms = torch.sqrt(torch.clamp(torch.diagonal(K), min=eps))
+    return K / (norms.unsqueeze(0) * norms.unsqueeze(1))
+
+
+def info_nce(
+    similarity: torch.Tensor, threshold: float, temperature: float, inclusive: bool = False
+) -> torch.Tensor:
+    """InfoNCE over a [B,B] similarity matrix: mean over rows of ``-log(Σ_pos e^{s/t} / Σ_{k≠i} e^{s/t})``.
+
+    Positives of row i are j ≠ i with ``s_ij < threshold`` (``<=`` when ``inclusive``, as the released
+    code). A row without positives uses its least similar j as the numerator. NaN entries mark pairs
+    that were not compared (see :func:`peer_similarity`); rows with nothing to compare are skipped and a
+    batch with no usable row gives 0.
+    """
+    if similarity.dim() != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"similarity must be a square [B,B] matrix, got {tuple(similarity.shape)}")
+    B = similarity.shape[0]
+    eye = torch.eye(B, dtype=torch.bool, device=similarity.device)
+    valid = ~eye & ~torch.isnan(similarity)
+    rows = valid.any(dim=1)
+    if not bool(rows.any()):
+        return similarity.nan_to_num(0.0).sum() * 0.0
+    sim = torch.where(valid, similarity, torch.zeros_like(similarity))[rows]
+    valid = valid[rows]
+    pos = valid & ((sim <= threshold) if inclusive else (sim < threshold))
+    # Rows with no positive fall back to their least similar compared item.
+    least = torch.where(valid, sim, torch.full_like(sim, math.inf)).argmin(dim=1)
+    fallback = F.one_hot(least, B).bool() & ~pos.any(dim=1, keepdim=True)
+    numer_mask = pos | fallback
+    scaled = sim / temperature
+    neg_inf = torch.full_like(scaled, -math.inf)
+    numer = torch.logsumexp(torch.where(numer_mask, scaled, neg_inf), dim=1)
+    denom = torch.logsumexp(torch.where(valid, scaled, neg_inf), dim=1)
+    return (denom - numer).mean()
+
+
+def hidden_proxy_features(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of last-layer hidden states [B,T,d] over non-pad prompt tokens (``mask`` [B,T]) -> [B,d]."""
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def peer_similarity(
+    features: torch.Tensor, data_types: list[str], peers: int = 7, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Cosine similarity [B,B] of each example with up to ``peers`` random others of the same data type.
+
+    Entries for pairs that were not drawn are NaN (ignored by :func:`info_nce`); the diagonal is NaN too.
+    """
+    B = features.shape[0]
+    if len(data_types) != B:
+        raise ValueError(f"got {len(data_types)} data types for {B} features")
+    drawn = torch.zeros(B, B, dtype=torch.bool, device=features.device)
+    for i in range(B):
+        same = [j for j in range(B) if j != i and data_types[j] == data_types[i]]
+        if not same:
+            continue
+        order = torch.randperm(len(same), generator=generator)[:peers].tolist()
+        drawn[i, [same[k] for k in order]] = True
+    unit = F.normalize(features, dim=-1)
+    cos = unit @ unit.T
+    return torch.where(drawn, cos, torch.full_like(cos, math.nan))
