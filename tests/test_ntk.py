@@ -169,6 +169,8 @@ def test_hidden_proxy_and_peer_similarity():
     assert not drawn[9].any() and not drawn[:, 9].any()  # the lone video has no peer
     assert not torch.diagonal(drawn).any()
     i, j = drawn.nonzero()[0].tolist()
-    assert sim[i, j].item() == pytest.approx(torch.cosine_similarity(feats[i], feats[j], dim=0).item(), rel=1e-5)
+    assert sim[i, j].item() == pytest.approx(
+        torch.cosine_similarity(feats[i], feats[j], dim=0).item(), rel=1e-5
+    )
     loss = info_nce(sim, 0.5, 0.5, inclusive=True)
     assert torch.isfinite(loss)

@@ -16,7 +16,9 @@ def test_four_stage_multiple_choice_prompt():
         assert tag in text
     # Stages are asked for in order, then the per-type suffix ends the prompt.
     assert text.index("<prethink>") < text.index("<caption>") < text.index("<think>") < text.index("<answer>")
-    assert text.endswith("Please provide only the single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags.")
+    assert text.endswith(
+        "Please provide only the single option letter (e.g., A, B, C, D, etc.) within the <answer> </answer> tags."
+    )
 
 
 def test_r1_numerical_prompt_has_no_caption_stage():
@@ -43,8 +45,14 @@ COT = (
 
 
 def test_llava_cot_rewrite_from_record_and_string():
-    record = {"id": "x1", "image": "a.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nHow many apples?"}, {"from": "gpt", "value": COT}]}
+    record = {
+        "id": "x1",
+        "image": "a.jpg",
+        "conversations": [
+            {"from": "human", "value": "<image>\nHow many apples?"},
+            {"from": "gpt", "value": COT},
+        ],
+    }
     out = llava_cot_to_four_stage(record)
     assert out == (
         "<prethink>I will count the apples.</prethink>\n<caption>Three red apples on a plate.</caption>\n"
@@ -55,6 +63,9 @@ def test_llava_cot_rewrite_from_record_and_string():
 
 
 def test_llava_cot_missing_stage_names_record():
-    record = {"id": "bad7", "conversations": [{"from": "gpt", "value": "<SUMMARY>s</SUMMARY><CONCLUSION>c</CONCLUSION>"}]}
+    record = {
+        "id": "bad7",
+        "conversations": [{"from": "gpt", "value": "<SUMMARY>s</SUMMARY><CONCLUSION>c</CONCLUSION>"}],
+    }
     with pytest.raises(DataError, match="bad7.*CAPTION"):
         llava_cot_to_four_stage(record)

@@ -94,7 +94,12 @@ def test_option_letter():
 
 def test_accuracy_reward_trl_signature():
     completions = [[{"role": "assistant", "content": "<answer>B</answer>"}], "<answer>7</answer>"]
-    got = accuracy_reward(["p", "p"], completions, solution=["<answer>B</answer>", "<answer>7</answer>"],
-                          problem_type=["multiple choice", "numerical"], extra_column=[1, 2])
+    got = accuracy_reward(
+        ["p", "p"],
+        completions,
+        solution=["<answer>B</answer>", "<answer>7</answer>"],
+        problem_type=["multiple choice", "numerical"],
+        extra_column=[1, 2],
+    )
     assert got == [1.0, 1.0]
     assert accuracy_reward.__name__ == "accuracy"

@@ -28,8 +28,14 @@ GOOD4 = "<prethink>look left</prethink>\n<caption>a red car</caption> <think>it 
         ("<prethink>p</prethink><caption>c</caption><think>t</think><answer></answer>", 0.0),  # empty answer
         ("<prethink>p</prethink><caption>c</caption><think>t</think><answer>  </answer>", 0.0),
         # Duplicated tags: the seed's lazy regex accepts this; the guard does not.
-        ("<prethink>p</prethink><caption>c</caption><think>t</think><answer>A</answer><answer>B</answer>", 0.0),
-        ("<prethink>p</prethink><caption>c <think>x</think></caption><think>t</think><answer>A</answer>", 0.0),
+        (
+            "<prethink>p</prethink><caption>c</caption><think>t</think><answer>A</answer><answer>B</answer>",
+            0.0,
+        ),
+        (
+            "<prethink>p</prethink><caption>c <think>x</think></caption><think>t</think><answer>A</answer>",
+            0.0,
+        ),
         ("", 0.0),
     ],
 )
@@ -54,9 +60,20 @@ def test_r1_format(text, expected):
 
 def test_trl_wrappers_accept_strings_and_conversations():
     conv = [{"role": "assistant", "content": GOOD4}]
-    parts = [{"role": "assistant", "content": [{"type": "text", "text": "<think>a</think>"},
-                                               {"type": "text", "text": "<answer>1</answer>"}]}]
+    parts = [
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "<think>a</think>"},
+                {"type": "text", "text": "<answer>1</answer>"},
+            ],
+        }
+    ]
     assert four_stage_format_reward(["p", "p"], [GOOD4, conv]) == [1.0, 1.0]
-    assert r1_format_reward(["p", "p", "p"], [GOOD4, parts, "<think>x</think><answer>y</answer>"]) == [0.0, 1.0, 1.0]
+    assert r1_format_reward(["p", "p", "p"], [GOOD4, parts, "<think>x</think><answer>y</answer>"]) == [
+        0.0,
+        1.0,
+        1.0,
+    ]
     assert completion_text(parts) == "<think>a</think><answer>1</answer>"
     assert four_stage_format_reward.__name__ == "format"

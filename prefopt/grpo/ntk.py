@@ -54,8 +54,14 @@ DEFAULT_BUDGET = 2**24  # elements of the largest temporary a chunk may allocate
 
 def _check(hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> None:
     if hidden.dim() != 3 or logits.dim() != 3:
-        raise ValueError(f"hidden must be [B,T,d] and logits [B,T,V]; got {tuple(hidden.shape)}, {tuple(logits.shape)}")
-    if hidden.shape[:2] != logits.shape[:2] or labels.shape != hidden.shape[:2] or mask.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"hidden must be [B,T,d] and logits [B,T,V]; got {tuple(hidden.shape)}, {tuple(logits.shape)}"
+        )
+    if (
+        hidden.shape[:2] != logits.shape[:2]
+        or labels.shape != hidden.shape[:2]
+        or mask.shape != hidden.shape[:2]
+    ):
         raise ValueError(
             f"hidden {tuple(hidden.shape)}, logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and "
             f"mask {tuple(mask.shape)} must share [B, T]"
@@ -72,7 +78,11 @@ def _flat_tokens(hidden, logits, labels, mask):
 
 
 def kernel_token_pairs(
-    hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, budget: int = DEFAULT_BUDGET
+    hidden: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    budget: int = DEFAULT_BUDGET,
 ) -> torch.Tensor:
     """Exact LM-head gradient Gram matrix [B,B] by the token-pair closed form, chunked over token rows."""
     _check(hidden, logits, labels, mask)
@@ -98,7 +108,11 @@ def kernel_token_pairs(
 
 
 def kernel_vocab_chunks(
-    hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, budget: int = DEFAULT_BUDGET
+    hidden: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    budget: int = DEFAULT_BUDGET,
 ) -> torch.Tensor:
     """Exact LM-head gradient Gram matrix [B,B] built one vocabulary chunk of ``(E - P)ᵀH`` at a time."""
     _check(hidden, logits, labels, mask)

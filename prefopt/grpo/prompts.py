@@ -54,7 +54,9 @@ def render_options(problem: str, options: Sequence[str]) -> str:
     return problem + sep + "Options:\n" + "\n".join(options)
 
 
-def build_prompt(problem: str, problem_type: str, options: Sequence[str] = (), template: str = "four_stage") -> str:
+def build_prompt(
+    problem: str, problem_type: str, options: Sequence[str] = (), template: str = "four_stage"
+) -> str:
     """The full instruction text for one question: question (+ options), stage instructions, type suffix."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}; choose one of {', '.join(TEMPLATES)}")
@@ -66,7 +68,12 @@ def build_prompt(problem: str, problem_type: str, options: Sequence[str] = (), t
 
 
 # LLaVA-CoT stage tag -> four-stage tag.
-_COT_STAGES = (("SUMMARY", "prethink"), ("CAPTION", "caption"), ("REASONING", "think"), ("CONCLUSION", "answer"))
+_COT_STAGES = (
+    ("SUMMARY", "prethink"),
+    ("CAPTION", "caption"),
+    ("REASONING", "think"),
+    ("CONCLUSION", "answer"),
+)
 
 
 def _cot_answer_text(record: Any) -> str:

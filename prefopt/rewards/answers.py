@@ -162,7 +162,11 @@ def score(completion: str, solution: str, problem_type: str) -> float:
 
 
 def accuracy_reward(
-    prompts: list[Any], completions: list[Any], solution: list[str], problem_type: list[str] | str, **kwargs: Any
+    prompts: list[Any],
+    completions: list[Any],
+    solution: list[str],
+    problem_type: list[str] | str,
+    **kwargs: Any,
 ) -> list[float]:
     """TRL reward function: :func:`score` of each completion against its row's ``solution``/``problem_type``."""
     types = [problem_type] * len(completions) if isinstance(problem_type, str) else problem_type

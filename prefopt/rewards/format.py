@@ -27,7 +27,8 @@ FOUR_STAGE_TAGS = ("prethink", "caption", "think", "answer")
 R1_TAGS = ("think", "answer")
 
 FOUR_STAGE_PATTERN = re.compile(
-    r"<prethink>.*?</prethink>\s*<caption>.*?</caption>\s*<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL
+    r"<prethink>.*?</prethink>\s*<caption>.*?</caption>\s*<think>.*?</think>\s*<answer>.*?</answer>",
+    re.DOTALL,
 )
 R1_PATTERN = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 
