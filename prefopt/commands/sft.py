@@ -1,0 +1,45 @@
+"""Cold-start supervised fine-tuning (SPEC 1.7) on LLaVA conversations or LLaVA-CoT data.
+
+The loss covers assistant tokens only (prompt and image tokens are masked). ``--convert four_stage`` rewrites
+LLaVA-CoT answers (SUMMARY/CAPTION/REASONING/CONCLUSION) into <prethink>/<caption>/<think>/<answer>.
+Defaults: lr 1e-6 cosine, 2 epochs.
+
+Example:
+  prefopt sft --config recipes/gwys/qwen2_5_vl_7b_sft.yaml data.path=llava_cot.json --convert four_stage
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "sft"
+HELP = "supervised fine-tuning (cold start) on LLaVA conversations, assistant tokens only"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (see recipes/gwys/ and recipes/tiny/)")
+    parser.add_argument("--convert", choices=["none", "four_stage"], help="rewrite LLaVA-CoT answers (data.convert)")
+    parser.add_argument("--resume", action="store_true", help="resume from the newest checkpoint of output_dir")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
+
+
+def run(args: argparse.Namespace) -> int:
+    from prefopt.sft.config import load_recipe
+    from prefopt.sft.trainer import build_trainer
+    from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
+
+    overrides = list(args.overrides)
+    if args.convert:
+        overrides.append(f"data.convert={args.convert}")
+    recipe = load_recipe(args.config, overrides)
+    out_dir = recipe.training_args()["output_dir"]
+    trainer = build_trainer(recipe)
+    write_run_config(recipe, out_dir)
+    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir) if args.resume else None)
+    trainer.save_model(out_dir)
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(out_dir)
+        trainer.state.save_to_json(f"{out_dir}/trainer_state.json")
+        plot_training_curves(out_dir)
+    print(f"SFT finished: {out_dir}")
+    return 0

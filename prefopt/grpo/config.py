@@ -1,0 +1,131 @@
+"""The GRPO recipe: model, LoRA, data, rewards, NTK regulariser, rollout strategy and TRL training fields.
+
+``training:`` is passed through to TRL's ``GRPOConfig``: any of its fields may be set there; the defaults
+below are the seed runs' values (SPEC 1.6). ``rewards.judge`` holds the fields of
+``prefopt.rewards.judge.JudgeConfig`` (the API key is read from the environment variable it names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefopt.config import ConfigError, from_dict, load_config
+from prefopt.models.settings import LoraSettings, ModelSettings
+
+TEMPLATES = ("four_stage", "r1")
+NTK_MODES = ("gradient", "hidden")
+#: SPEC 1.5: the gradient route thresholds its exact cosine at 0.54, the released hidden-state proxy at 0.5.
+DEFAULT_THRESHOLD = {"gradient": 0.54, "hidden": 0.5}
+
+
+@dataclass
+class GRPODataSettings:
+    """The ``data:`` section: a Video-R1 / GWYS JSON file of prompts."""
+
+    path: str = ""
+    format: str = "video_r1"  # video_r1 (GWYS / Video-R1 JSON or JSONL)
+    image_root: str | None = None  # media paths are relative to this folder (default: the file's folder)
+    template: str = "four_stage"  # four_stage | r1 (SPEC 1.1)
+    max_samples: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class RewardSettings:
+    """The ``rewards:`` section: weights of accuracy, format and caption rewards (SPEC 1.3)."""
+
+    accuracy_weight: float = 1.0
+    format_weight: float = 0.1
+    caption: bool = True
+    caption_weight: float = 1.0
+    judge: dict[str, Any] = field(default_factory=dict)  # fields of prefopt.rewards.judge.JudgeConfig
+
+
+@dataclass
+class NTKSettings:
+    """The ``ntk:`` section: the conflict-aware InfoNCE regulariser (SPEC 1.5)."""
+
+    enabled: bool = True
+    mode: str = "gradient"  # gradient (exact LM-head gradient cosine) | hidden (released prompt proxy)
+    threshold: float | None = None  # None: 0.54 for gradient, 0.5 for hidden
+    temperature: float = 0.5
+    weight: float = 0.01
+    peers: int = 7  # hidden mode: peers of the same data type per example
+
+    def resolved_threshold(self) -> float:
+        """The similarity threshold, defaulting by mode."""
+        return DEFAULT_THRESHOLD[self.mode] if self.threshold is None else self.threshold
+
+
+def default_training() -> dict[str, Any]:
+    """The seed runs' GRPO hyper-parameters (SPEC 1.6); any ``GRPOConfig`` field may be added."""
+    return {
+        "output_dir": "runs/grpo",
+        "num_generations": 8,
+        "beta": 0.04,
+        "learning_rate": 1e-6,
+        "lr_scheduler_type": "cosine",
+        "max_completion_length": 768,
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": 100,
+        "report_to": "none",
+        "use_vllm": False,
+    }
+
+
+@dataclass
+class GRPORecipe:
+    """A whole ``prefopt grpo`` recipe."""
+
+    model: ModelSettings = field(default_factory=ModelSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: GRPODataSettings = field(default_factory=GRPODataSettings)
+    rewards: RewardSettings = field(default_factory=RewardSettings)
+    ntk: NTKSettings = field(default_factory=NTKSettings)
+    rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
+    max_pixels: int | None = 401408  # SPEC 1.6; applied to processors that have it (Qwen2.5-VL)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    def training_args(self) -> dict[str, Any]:
+        """The defaults merged with the recipe's ``training:`` values."""
+        return {**default_training(), **self.training}
+
+
+def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
+    """Check choices and that ``training:`` keys are ``GRPOConfig`` fields and judge keys ``JudgeConfig`` fields."""
+    if recipe.data.template not in TEMPLATES:
+        raise ConfigError(f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}")
+    if recipe.ntk.mode not in NTK_MODES:
+        raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
+    from trl import GRPOConfig
+
+    known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
+    for key in recipe.training:
+        if key not in known:
+            from prefopt.config import _suggest
+
+            raise ConfigError(f"{where}: training.{key} is not a GRPOConfig field{_suggest(key, known)}")
+    if recipe.rewards.caption:
+        judge_config(recipe, where)
+    return recipe
+
+
+def judge_config(recipe: GRPORecipe, where: str = "config") -> Any:
+    """``rewards.judge`` as a ``JudgeConfig`` (unknown keys raise ``ConfigError``)."""
+    from prefopt.rewards.judge import JudgeConfig
+
+    return from_dict(JudgeConfig, recipe.rewards.judge, f"{where}: rewards.judge")
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> GRPORecipe:
+    """Load and validate a GRPO recipe from YAML plus dotted overrides."""
+    recipe = load_config(GRPORecipe, path, overrides)
+    return validate(recipe, str(path) if path else "config")

@@ -1,0 +1,240 @@
+"""GRPO with grounded rewards and the conflict-aware NTK regulariser ("Ground What You See", SPEC 1).
+
+:class:`GroundedGRPOTrainer` subclasses TRL's ``GRPOTrainer`` and changes three things:
+
+- rewards: accuracy + 0.1·format + caption (judge over an OpenAI-compatible API) as TRL reward functions
+  with reward weights; TRL logs each one as ``rewards/<name>/mean``; judge counters are logged as ``judge/*``;
+- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5). The features come from TRL's own loss forward: a forward hook on
+  the language backbone captures the LM head's input hidden states, so no extra forward is run. TRL's fused LM
+  head never materialises logits, so in gradient mode the completion logits are recomputed from the captured
+  hidden states with the LM head weight (one ``B·T × d × V`` matmul, no transformer layers);
+- rollouts: chosen by name from :data:`ROLLOUTS` (``single`` = TRL's own generation); other strategies such as
+  Ground-R1's multi-round grounding register themselves there.
+
+Departure from the released code, on purpose: the default NTK mode is the paper's exact LM-head gradient
+cosine (``gradient``); the released prompt hidden-state proxy is ``ntk.mode=hidden``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutStrategy:
+    """How completions for a generation batch are produced and scored (default: TRL's single-turn rollout)."""
+
+    name = "single"
+
+    def generate_and_score(self, trainer: GRPOTrainer, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Return TRL's batch dict (prompt/completion ids and masks, advantages, media tensors)."""
+        return GRPOTrainer._generate_and_score_completions(trainer, inputs)
+
+
+#: Rollout strategies by recipe name; another module adds e.g. ``ROLLOUTS["grounded"] = GroundedRollout``.
+ROLLOUTS: dict[str, Callable[[], RolloutStrategy]] = {"single": RolloutStrategy}
+
+
+def make_rollout(name: str) -> RolloutStrategy:
+    """The rollout strategy registered under ``name``."""
+    from prefopt.config import ConfigError
+
+    if name not in ROLLOUTS:
+        raise ConfigError(f"rollout: unknown strategy {name!r}; choose one of {sorted(ROLLOUTS)}")
+    return ROLLOUTS[name]()
+
+
+class _HiddenCapture:
+    """Collects the backbone's ``last_hidden_state`` while armed (one tensor per forward chunk)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.chunks: list[torch.Tensor] = []
+
+    def __call__(self, module: Any, args: Any, output: Any) -> None:
+        if self.armed:
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            self.chunks.append(hidden)
+
+    @contextlib.contextmanager
+    def armed_for(self):
+        """Capture only during the policy's loss forward (generation and reference passes are ignored)."""
+        self.chunks, self.armed = [], True
+        try:
+            yield self
+        finally:
+            self.armed = False
+
+    def hidden(self) -> torch.Tensor:
+        """The captured hidden states ``[B, L, d]`` (chunks of TRL's batched forward re-joined)."""
+        if not self.chunks:
+            raise RuntimeError("the NTK hook captured no hidden states: the loss forward did not run the backbone")
+        return torch.cat(self.chunks, dim=0)
+
+
+def backbone_of(model: Any) -> torch.nn.Module:
+    """The module whose output feeds the LM head (PEFT and accelerate wrappers removed)."""
+    inner = model
+    while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):
+        inner = inner.module  # DDP / DeepSpeed engine
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return inner.base_model
+
+
+def lm_head_of(model: Any) -> torch.nn.Module:
+    """The output embedding (LM head) of a possibly wrapped model."""
+    inner = model
+    while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):
+        inner = inner.module
+    return inner.get_output_embeddings()
+
+
+def ntk_features(
+    hidden: torch.Tensor,
+    lm_head: torch.nn.Module,
+    inputs: dict[str, Any],
+    settings: Any,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The ``[B, B]`` similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
+
+    ``hidden[:, t]`` predicts token ``t + 1``, so the completion's predicting states start one position before
+    the first completion token. Gradient mode builds the LM-head gradient Gram matrix and its cosine; hidden mode
+    averages the prompt's hidden states and compares each example with peers of the same data type.
+    """
+    from prefopt.grpo import ntk
+
+    prompt_len = inputs["prompt_ids"].size(1)
+    completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+    if settings.mode == "hidden":
+        features = ntk.hidden_proxy_features(hidden[:, :prompt_len], inputs["prompt_mask"])
+        data_types = inputs.get("data_types") or ["image"] * hidden.size(0)
+        return ntk.peer_similarity(features, data_types, peers=settings.peers)
+    states = hidden[:, prompt_len - 1 : prompt_len - 1 + completion_ids.size(1)]
+    logits = lm_head(states.to(lm_head.weight.dtype)) / temperature
+    gram = ntk.gradient_kernel(states, logits, completion_ids, completion_mask)
+    return ntk.cosine_from_gram(gram)
+
+
+class GroundedGRPOTrainer(GRPOTrainer):
+    """TRL ``GRPOTrainer`` plus the NTK InfoNCE term, judge metrics and pluggable rollout strategies."""
+
+    def __init__(self, *args: Any, ntk: Any = None, rollout: str | RolloutStrategy = "single", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
+        self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
+        self._capture = _HiddenCapture()
+        self._hook = backbone_of(self.model).register_forward_hook(self._capture)
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = self.rollout.generate_and_score(self, inputs)
+        # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
+        output["data_types"] = [str(x.get("data_type") or "image") for x in inputs]
+        return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
+        if self.ntk_settings is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self._capture.armed_for():
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        nce, positives = self.ntk_loss(self._capture.hidden(), inputs, model)
+        mode = "train" if self.model.training else "eval"
+        # TRL scales its loss for gradient accumulation itself; scale the extra term the same way
+        normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        self._metrics[mode]["ntk/loss"].append(self.accelerator.gather(nce.detach()).mean().item())
+        self._metrics[mode]["ntk/positives"].append(positives)
+        return loss + self.ntk_settings.weight * nce / normalizer
+
+    def ntk_loss(self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any) -> tuple[torch.Tensor, float]:
+        """InfoNCE over the batch and the mean number of positives per example."""
+        from prefopt.grpo import ntk
+
+        settings = self.ntk_settings
+        threshold = settings.resolved_threshold()
+        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
+        # the released proxy counts ties at the threshold as positives; the paper's rule is strict
+        inclusive = settings.mode == "hidden"
+        nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)
+        eye = torch.eye(similarity.size(0), dtype=torch.bool, device=similarity.device)
+        compared = ~eye & ~torch.isnan(similarity)
+        below = similarity <= threshold if inclusive else similarity < threshold
+        positives = (below & compared).sum(dim=1).float().mean().item()
+        return nce, positives
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the caption judge's counters (``judge/*``) to TRL's metrics."""
+        for func in self.reward_funcs:
+            stats = getattr(func, "stats", None)
+            if callable(stats):
+                for key, value in stats().items():
+                    if isinstance(value, int | float):
+                        logs[f"judge/{key}"] = float(value)
+        super().log(logs, start_time)
+
+
+def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
+    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3)."""
+    from prefopt.rewards import format as fmt
+    from prefopt.rewards.answers import accuracy_reward
+
+    rewards = recipe.rewards
+    format_fn = fmt.four_stage_format_reward if recipe.data.template == "four_stage" else fmt.r1_format_reward
+    funcs: list[Any] = [accuracy_reward, format_fn]
+    weights = [rewards.accuracy_weight, rewards.format_weight]
+    if rewards.caption:
+        from prefopt.grpo.config import judge_config
+        from prefopt.rewards.caption import CaptionReward
+        from prefopt.rewards.judge import JudgeClient
+
+        funcs.append(CaptionReward(JudgeClient(judge_config(recipe))))
+        weights.append(rewards.caption_weight)
+    return funcs, weights
+
+
+def _limit_pixels(processor: Any, max_pixels: int | None) -> None:
+    """Cap image resolution where the image processor has a pixel budget (SPEC 1.6 ``max_pixels``)."""
+    image_processor = getattr(processor, "image_processor", None)
+    if max_pixels is None or image_processor is None or not hasattr(image_processor, "max_pixels"):
+        return
+    image_processor.max_pixels = max_pixels
+    size = getattr(image_processor, "size", None)
+    if isinstance(size, dict) and "longest_edge" in size:
+        size["longest_edge"] = max_pixels
+
+
+def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -> GroundedGRPOTrainer:
+    """A ready-to-train :class:`GroundedGRPOTrainer` for a validated recipe."""
+    from trl import GRPOConfig
+
+    from prefopt.config import ConfigError
+    from prefopt.grpo.data import load_dataset_for_recipe
+    from prefopt.training.common import prepare_policy
+
+    if adapter is None:
+        adapter = prepare_policy(recipe.model, recipe.lora)
+    _limit_pixels(adapter.processor, recipe.max_pixels)
+    if train_dataset is None:
+        train_dataset = load_dataset_for_recipe(recipe.data)
+    funcs, weights = build_reward_funcs(recipe)
+    try:
+        args = GRPOConfig(**{**recipe.training_args(), "reward_weights": weights})
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"training: {err}") from err
+    return GroundedGRPOTrainer(
+        model=adapter.model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=adapter.processor,
+        ntk=recipe.ntk,
+        rollout=recipe.rollout,
+    )
