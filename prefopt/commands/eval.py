@@ -1,0 +1,77 @@
+"""Evaluate a model on a hallucination benchmark, or score a predictions file.
+
+Generate and score (greedy, batched, resumable: answered questions in OUT/predictions.jsonl are kept):
+  prefopt eval pope --model runs/symmpo/merged --data pope/coco_pope_random.json \\
+      --image-root coco/val2014 --out evals/symmpo/pope
+Score only:
+  prefopt eval pope --predictions answers.jsonl --out evals/baseline/pope
+Judge-based benchmarks (mmhal, and hallusion when a judge is given) read the API key from the
+environment variable named by --judge-api-key-env.
+
+Benchmarks: pope, chair, amber, mmhal, hallusion, mcq (MMStar/MMBench), refcoco.  Output:
+OUT/metrics.json (every metric with a bootstrap 95 % interval), OUT/predictions.jsonl, OUT/run_info.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "eval"
+HELP = "evaluate a model (or a predictions file) on POPE, CHAIR, AMBER, MMHal, HallusionBench, MCQ, RefCOCO"
+BENCHMARKS = ("pope", "chair", "amber", "mmhal", "hallusion", "mcq", "refcoco")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``prefopt eval``."""
+    parser.add_argument("benchmark", choices=BENCHMARKS)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model directory or hub id to generate answers with")
+    src.add_argument("--predictions", help="score this predictions JSONL instead of generating")
+    parser.add_argument("--data", help="benchmark file (its published layout); needed with --model")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--family", help="model family (llava | qwen2_5_vl); detected when omitted")
+    parser.add_argument("--image-root", help="directory that relative image paths are resolved under")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per benchmark)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
+    parser.add_argument("--annotations", help="CHAIR: COCO instances json; AMBER: annotations.json")
+    parser.add_argument("--bbox-format", choices=("xyxy", "xywh"), default="xyxy", help="RefCOCO ground-truth boxes")
+    parser.add_argument("--box-scale", choices=("abs", "unit", "thousand"), default="abs",
+                        help="RefCOCO predicted boxes: pixels, 0-1 fractions or 0-1000")
+    parser.add_argument("--bootstrap-rounds", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    judge = parser.add_argument_group("LLM judge (mmhal, hallusion)")
+    judge.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
+    judge.add_argument("--judge-model", help="judge model name")
+    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+
+
+def _judge_config(args: argparse.Namespace):
+    if not args.judge_url:
+        return None
+    from prefopt.errors import PrefoptError
+    from prefopt.rewards.judge import JudgeConfig
+
+    if not args.judge_model:
+        raise PrefoptError("--judge-url needs --judge-model")
+    return JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_api_key_env)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate (optionally) and score; print the metrics."""
+    from prefopt.eval.common import EvalOptions
+    from prefopt.eval.runner import evaluate
+
+    opts = EvalOptions(
+        rounds=args.bootstrap_rounds, seed=args.seed, annotations=args.annotations, judge=_judge_config(args),
+        bbox_format=args.bbox_format, box_scale=args.box_scale,
+    )
+    metrics = evaluate(
+        args.benchmark, args.out, opts, model=args.model, data=args.data, predictions=args.predictions,
+        image_root=args.image_root, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        family=args.family, limit=args.limit,
+    )
+    summary = {k: round(v["value"], 4) for k, v in metrics["metrics"].items()}
+    print(json.dumps({"benchmark": args.benchmark, "n": metrics["n"], **summary}))
+    return 0

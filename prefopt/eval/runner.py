@@ -1,0 +1,218 @@
+"""Run a benchmark: batched greedy generation through a model adapter (resumable), then scoring.
+
+Generation appends one JSON line per question to ``OUT/predictions.jsonl`` as it goes and flushes
+it, so a killed run loses at most the batch in flight; a rerun reads the finished ids and only
+generates the rest (a half-written last line is cut off first).  Scoring reads the predictions file
+and writes ``OUT/metrics.json``; ``OUT/run_info.json`` records how the run was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefopt.errors import DataError, PrefoptError
+from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+RUN_INFO = "run_info.json"
+
+
+def benchmark_classes() -> dict[str, type[Benchmark]]:
+    """``{name: class}`` of every benchmark."""
+    from prefopt.eval.amber import Amber
+    from prefopt.eval.chair import Chair
+    from prefopt.eval.hallusion import HallusionBench
+    from prefopt.eval.mcq import MultipleChoice
+    from prefopt.eval.mmhal import MMHal
+    from prefopt.eval.pope import Pope
+    from prefopt.eval.refcoco import RefCOCO
+
+    classes = (Pope, Chair, Amber, MMHal, HallusionBench, MultipleChoice, RefCOCO)
+    return {cls.name: cls for cls in classes}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """An instance of the benchmark called ``name``."""
+    classes = benchmark_classes()
+    if name not in classes:
+        raise PrefoptError(f"unknown benchmark '{name}'; choose one of {sorted(classes)}")
+    return classes[name]()
+
+
+def finished_ids(pred_path: Path) -> set[str]:
+    """Ids already in a predictions file; a truncated last line (killed mid-write) is removed from the file."""
+    if not pred_path.is_file():
+        return set()
+    rows = read_jsonl(pred_path, allow_truncated_tail=True)
+    text = pred_path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        parsed_last = bool(rows) and rows[-1][0] == text.count("\n") + 1
+        pred_path.write_text(text + "\n" if parsed_last else text[: text.rfind("\n") + 1], encoding="utf-8")
+    ids = set()
+    for line, row in rows:
+        if "id" not in row:
+            raise DataError("prediction row without 'id'; cannot resume", path=str(pred_path), row=line)
+        ids.add(str(row["id"]))
+    return ids
+
+
+def _check_unique(items: Sequence[EvalItem], data_path: str | Path) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise DataError(f"duplicate question id '{item.id}'", path=str(data_path))
+        seen.add(item.id)
+
+
+def generate_predictions(
+    bench: Benchmark,
+    items: Sequence[EvalItem],
+    model_dir: str,
+    out_dir: Path,
+    *,
+    image_root: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    family: str | None = None,
+) -> dict[str, int]:
+    """Generate greedy answers for the items not yet in ``out_dir/predictions.jsonl``; returns counts."""
+    pred_path = out_dir / PREDICTIONS
+    done = finished_ids(pred_path)
+    todo = [it for it in items if it.id not in done]
+    logger.info("%s: %d questions, %d already answered, %d to go", bench.name, len(items), len(done), len(todo))
+    if todo:
+        adapter = _load(model_dir, family)
+        budget = max_new_tokens or bench.max_new_tokens
+        with pred_path.open("a", encoding="utf-8") as fh:
+            for batch, answers in _answer_batches(adapter, todo, image_root, batch_size, budget):
+                for item, answer in zip(batch, answers, strict=True):
+                    row = {"id": item.id, **item.meta, "prompt": item.prompt, "text": answer}
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+    return {"n_items": len(items), "n_resumed": len(done & {it.id for it in items}), "n_generated": len(todo)}
+
+
+def _load(model_dir: str, family: str | None) -> Any:
+    from prefopt.models.adapter import load_adapter
+
+    adapter = load_adapter(model_dir, family=family)
+    adapter.model.eval()
+    return adapter
+
+
+def _answer_batches(adapter: Any, items: Sequence[EvalItem], image_root: str | None, batch_size: int, budget: int):
+    """Yield ``(batch, answers)``: left-padded prompts, greedy decoding, only the new tokens decoded."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from prefopt.data.images import load_image
+    from prefopt.data.schema import user_message
+
+    pad_id = adapter.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = adapter.tokenizer.eos_token_id
+    progress = tqdm(total=len(items), desc="generating", unit="q")
+    for start in range(0, len(items), max(1, batch_size)):
+        batch = list(items[start : start + batch_size])
+        conversations = [[user_message(it.prompt, n_images=len(it.images))] for it in batch]
+        images = [[load_image(src, root=image_root) for src in it.images] for it in batch]
+        inputs = adapter.encode_prompts(conversations, images if any(images) else None)
+        inputs = inputs.to(adapter.model.device)
+        with torch.inference_mode():
+            output = adapter.model.generate(
+                **inputs, do_sample=False, max_new_tokens=budget, pad_token_id=pad_id
+            )
+        answers = [a.strip() for a in adapter.decode(output[:, inputs["input_ids"].shape[1] :])]
+        progress.update(len(batch))
+        yield batch, answers
+    progress.close()
+
+
+def score_predictions(bench: Benchmark, pred_path: str | Path, out_dir: Path, opts: EvalOptions) -> dict:
+    """Score a predictions file and write ``out_dir/metrics.json``."""
+    rows = bench.read_predictions(pred_path, opts)
+    if not rows:
+        raise DataError("no predictions to score", path=str(pred_path))
+    metrics = bench.score(rows, opts, out_dir)
+    metrics["bootstrap"] = {"rounds": opts.rounds, "seed": opts.seed, "confidence": 0.95}
+    (out_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def run_info(bench: Benchmark, opts: EvalOptions, **fields: Any) -> dict[str, Any]:
+    """The resolved settings of a run (environment-variable names only, never secrets)."""
+    import prefopt
+
+    options = {f.name: _jsonable(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
+    if isinstance(options.get("judge"), dict):
+        options["judge"] = {k: v for k, v in options["judge"].items() if "key" not in k or k.endswith("_env")}
+    return {
+        "benchmark": bench.name,
+        **fields,
+        "options": options,
+        "prefopt_version": getattr(prefopt, "__version__", None),
+        "python": platform.python_version(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def evaluate(
+    bench_name: str,
+    out_dir: str | Path,
+    opts: EvalOptions,
+    *,
+    model: str | None = None,
+    data: str | None = None,
+    predictions: str | None = None,
+    image_root: str | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    family: str | None = None,
+    limit: int | None = None,
+) -> dict:
+    """Generate (when ``model`` is given) and score; returns the metrics."""
+    bench = get_benchmark(bench_name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = {}
+    if model is not None:
+        if data is None:
+            raise PrefoptError("--model needs --data (the benchmark file)")
+        items = bench.load_items(data, opts)[: limit or None]
+        _check_unique(items, data)
+        counts = generate_predictions(
+            bench, items, model, out, image_root=image_root, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, family=family,
+        )
+        pred_path = out / PREDICTIONS
+    elif predictions is not None:
+        pred_path = Path(predictions)
+        target = out / PREDICTIONS
+        if pred_path.is_file() and not (target.exists() and target.samefile(pred_path)):
+            shutil.copyfile(pred_path, target)
+    else:
+        raise PrefoptError("give --model (with --data) to generate, or --predictions to score a file")
+    metrics = score_predictions(bench, pred_path, out, opts)
+    info = run_info(
+        bench, opts, model=model, family=family, data=data, predictions=str(pred_path), image_root=image_root,
+        batch_size=batch_size, max_new_tokens=max_new_tokens or bench.max_new_tokens, limit=limit, **counts,
+    )
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return metrics
