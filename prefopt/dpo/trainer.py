@@ -20,12 +20,25 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from prefopt.dpo.collator import PreferenceCollator, PreferenceDataset, sequence_logps, split_by_key, validate_examples
+from prefopt.dpo.collator import (
+    PreferenceCollator,
+    PreferenceDataset,
+    sequence_logps,
+    split_by_key,
+    validate_examples,
+)
 from prefopt.dpo.config import LossSettings, SymMPOConfig
 from prefopt.dpo.contrastive import ContrastiveImages
 from prefopt.dpo.losses import dpo_loss, loss_keys, mdpo_loss, symmpo_loss
-from prefopt.dpo.reference import (cache_file, compute_reference_logps, data_identity, fingerprint, load_cache,
-                                   model_identity, save_cache)
+from prefopt.dpo.reference import (
+    cache_file,
+    compute_reference_logps,
+    data_identity,
+    fingerprint,
+    load_cache,
+    model_identity,
+    save_cache,
+)
 from prefopt.errors import DataError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -193,7 +206,12 @@ def _online_reference_model(config: SymMPOConfig, device: Any) -> Any:
 
 def train(config: SymMPOConfig) -> Path:
     """Run a whole SymMPO/DPO/mDPO training from a resolved recipe; returns the output directory."""
-    from prefopt.training.common import last_checkpoint, plot_training_curves, prepare_policy, write_run_config
+    from prefopt.training.common import (
+        last_checkpoint,
+        plot_training_curves,
+        prepare_policy,
+        write_run_config,
+    )
 
     keys = loss_keys(config.loss.name)
     examples = read_examples(config)
