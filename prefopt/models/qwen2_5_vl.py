@@ -61,7 +61,7 @@ class Qwen25VLAdapter(VLMAdapter):
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_5_vl",)
     supports_video: ClassVar[bool] = True
     chat_template: ClassVar[str] = QWEN_CHAT_TEMPLATE
-    #: Pixel budget per video frame (Qwen's own default is 768 * 28 * 28 per frame group).
+    #: Pixel budget per video frame; None keeps the processor's ``size["longest_edge"]``.
     video_max_pixels: int | None = None
 
     @classmethod
@@ -93,10 +93,17 @@ class Qwen25VLAdapter(VLMAdapter):
         return adapter
 
     def _processor_kwargs(self, videos: Sequence[Sequence[Any]] | None) -> dict[str, Any]:
-        if not videos or self.video_max_pixels is None:
+        if not videos or not any(videos):
             return {}
-        # Each frame is resized on its own; the budget caps tokens per frame pair (temporal patch 2).
-        return {"videos_kwargs": {"size": {"shortest_edge": 56 * 56, "longest_edge": self.video_max_pixels}}}
+        # Reference (qwen-vl-utils) behaviour: frames also share a total-video pixel budget.
+        kwargs: dict[str, Any] = {"cap_pixels_per_frame": True}
+        if self.video_max_pixels is not None:
+            floor = self.processor.video_processor.size["shortest_edge"]
+            kwargs["size"] = {
+                "shortest_edge": min(floor, self.video_max_pixels),
+                "longest_edge": self.video_max_pixels,
+            }
+        return {"videos_kwargs": kwargs}
 
     def encode_prompts(
         self,

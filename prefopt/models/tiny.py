@@ -145,7 +145,9 @@ def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
     size = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=size),
-        video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}),
+        video_processor=Qwen2VLVideoProcessor(
+            size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, cap_pixels_per_frame=True
+        ),
         tokenizer=tokenizer,
         chat_template=QWEN_CHAT_TEMPLATE,
     )
