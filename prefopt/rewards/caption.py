@@ -1,0 +1,98 @@
+"""Caption reward (SPEC 1.3): can a text-only judge answer the question from the model's caption alone?
+
+For each completion the ``<caption>`` text and the question (with its options, no image) go to the
+judge, which is asked to answer in the R1 format; the judge's answer is scored against the solution with
+the accuracy rule of the problem type (:func:`prefopt.rewards.answers.score`), times ``weight``.
+A missing or empty caption, or a judgement that failed after retries, gives 0 and is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prefopt.grpo.prompts import build_prompt
+from prefopt.rewards.answers import score
+from prefopt.rewards.judge import JudgeClient
+from prefopt.rewards.text import completion_text, extract_tag, prompt_text
+
+JUDGE_SYSTEM = (
+    "You answer questions about an image you cannot see, using only the description of the image that "
+    "you are given. Follow the answer format exactly."
+)
+
+
+def judge_prompt(
+    caption: str, problem: str, problem_type: str, options: list[str] | tuple[str, ...] = ()
+) -> str:
+    """The text sent to the judge: the caption, then the question in the R1 format for its type."""
+    question = f"Image description: {caption}\n\nQuestion: {problem}"
+    return build_prompt(question, problem_type, options, template="r1")
+
+
+def _column(value: Any, n: int) -> list[Any]:
+    """A per-row list from a TRL keyword argument (a list per row, or one value for the whole batch)."""
+    if isinstance(value, (list, tuple)) and len(value) == n:
+        return list(value)
+    return [value] * n
+
+
+class CaptionReward:
+    """TRL reward function giving ``weight`` × the judge's accuracy when it reads only the caption."""
+
+    __name__ = "caption"
+
+    def __init__(self, judge: JudgeClient, weight: float = 1.0):
+        self.judge = judge
+        self.weight = weight
+        self._lock = threading.Lock()
+        self._counts = {"completions": 0, "empty": 0, "failed": 0, "reward_sum": 0.0}
+
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        solution: list[str],
+        problem_type: list[str] | str,
+        problem: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        """One reward per completion (0 for a missing caption or a failed judgement)."""
+        n = len(completions)
+        types = _column(problem_type, n)
+        problems = _column(problem, n) if problem is not None else [prompt_text(p) for p in prompts]
+        options = _column(kwargs.get("options") or (), n)
+        rewards = [0.0] * n
+        asks: list[tuple[int, str]] = []
+        for i, completion in enumerate(completions):
+            caption = extract_tag(completion_text(completion), "caption")
+            if caption:
+                asks.append((i, judge_prompt(caption, problems[i], types[i], options[i] or ())))
+        answers = self.judge.ask_many([text for _, text in asks], system=JUDGE_SYSTEM)
+        failed = 0
+        for (i, _), answer in zip(asks, answers, strict=True):
+            if answer is None:
+                failed += 1
+                continue
+            rewards[i] = self.weight * score(answer, solution[i], types[i])
+        with self._lock:
+            self._counts["completions"] += n
+            self._counts["empty"] += n - len(asks)
+            self._counts["failed"] += failed
+            self._counts["reward_sum"] += sum(rewards)
+        log_metric = kwargs.get("log_metric")  # TRL's per-batch metric hook, when present
+        if callable(log_metric) and n:
+            log_metric("caption/empty_frac", (n - len(asks)) / n)
+            log_metric("caption/judge_failed_frac", failed / n)
+        return rewards
+
+    def stats(self) -> dict[str, float]:
+        """Judge counters plus ``caption/empty``, ``caption/failed`` and ``caption/mean`` since creation."""
+        with self._lock:
+            c = dict(self._counts)
+        out = dict(self.judge.stats())
+        out["caption/completions"] = float(c["completions"])
+        out["caption/empty"] = float(c["empty"])
+        out["caption/failed"] = float(c["failed"])
+        out["caption/mean"] = c["reward_sum"] / c["completions"] if c["completions"] else 0.0
+        return out

@@ -1,0 +1,1 @@
+"""Test helpers that ship with prefopt (a local fault-injecting judge server)."""
