@@ -322,3 +322,27 @@ def test_image_features_stay_undecoded(tmp_path):
     datasets.Dataset.from_dict(listed, features=features).to_parquet(tmp_path / "listed.parquet")
     (record,) = read_dataset(tmp_path / "listed.parquet")
     assert isinstance(record, PreferenceExample) and isinstance(record.image, bytes)
+
+
+def test_video_r1_sft(tmp_path, root):
+    rows = [dict(VIDEO_R1[0], process_and_answer="<think>red</think><answer>A</answer>")]
+    (record,) = read_dataset(_json(tmp_path / "cold.json", rows), format="video_r1_sft", image_root=root)
+    assert isinstance(record, ConversationExample) and record.images == [str(root / "img" / "a.png")]
+    assert [m["role"] for m in record.messages] == ["user", "assistant"]
+    assert message_text(record.messages[1]) == "<think>red</think><answer>A</answer>"
+    assert record.extra["solution"] == "<answer>A</answer>" and "process_and_answer" not in record.extra
+    with pytest.raises(DataError, match=r"row 0: missing field 'process_and_answer'"):
+        read_dataset(_json(tmp_path / "rl.json", VIDEO_R1[:1]), format="video_r1_sft", image_root=root)
+
+
+def test_jsonl_in_a_json_file_and_pretty_json_errors(tmp_path, root):
+    path = tmp_path / "lines.json"
+    path.write_text(json.dumps(VISCOT[0]) + "\n" + json.dumps(VISCOT[1])[:-3] + "\n")
+    with pytest.raises(DataError, match=r"lines\.json: invalid JSON on line 2"):
+        read_viscot_jsonl(path, image_root=root)
+    path = tmp_path / "pretty.json"
+    path.write_text('{\n "data": [\n  {"problem": "q",}\n ]\n}\n')
+    with pytest.raises(DataError, match=r"pretty\.json: invalid JSON on line 3"):
+        read_video_r1(path, image_root=root)
+    path.write_text(json.dumps({"version": 2, "data": VIDEO_R1}, indent=1))
+    assert [r.id for r in read_video_r1(path, image_root=root)] == ["7", "8"]

@@ -9,7 +9,8 @@ exist under ``image_root`` but is not decoded (records keep resolved paths or ra
 Layouts:
 
 - ``video_r1``: Video-R1 / Ground-What-You-See RL prompts (``problem``, ``options``, ``solution``,
-  ``problem_type``, ``data_type``, ``path``) -> :class:`PromptExample`;
+  ``problem_type``, ``data_type``, ``path``) -> :class:`PromptExample`; ``video_r1_sft``: the same
+  layout as cold-start conversations answered by ``process_and_answer`` -> :class:`ConversationExample`;
 - ``llava``: LLaVA-Instruct / LLaVA-CoT conversations (``id``, ``image``, ``conversations``)
   -> :class:`ConversationExample`;
 - ``viscot``: Ground-R1's VisCoT JSONL (``image``, ``width``, ``height``, ``bboxs``, ``dataset``,
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -36,6 +38,7 @@ from prefopt.data.schema import (
     ConversationExample,
     PreferenceExample,
     PromptExample,
+    assistant_message,
     message_text,
     user_message,
 )
@@ -182,6 +185,23 @@ def read_video_r1(path: str | os.PathLike, image_root: Root = None, split: str =
     return _parse(load_rows(path, split), _video_r1_row, image_root, "video_r1")
 
 
+def _video_r1_sft_row(row: _Row, answer_field: str = "process_and_answer") -> ConversationExample:
+    """A Video-R1-layout row as an SFT conversation: the prompt turn, then ``answer_field`` as the answer."""
+    prompt = _video_r1_row(row)
+    answer = row.text(answer_field)
+    extra = {k: v for k, v in prompt.extra.items() if k != answer_field}
+    extra.update(problem=prompt.problem, solution=prompt.solution, problem_type=prompt.problem_type)
+    return ConversationExample(id=prompt.id, messages=prompt.messages + [assistant_message(answer)],
+                               images=prompt.images, videos=prompt.videos, extra=extra)
+
+
+def read_video_r1_sft(path: str | os.PathLike, image_root: Root = None, answer_field: str = "process_and_answer",
+                      split: str = "train") -> list[ConversationExample]:
+    """Video-R1-layout cold-start data (SPEC 1.7): the prompt, answered by ``answer_field``."""
+    return _parse(load_rows(path, split), partial(_video_r1_sft_row, answer_field=answer_field), image_root,
+                  "video_r1_sft")
+
+
 # ---- LLaVA conversations ---------------------------------------------------------------------------
 def _turn_content(value: str) -> list[dict[str, Any]]:
     """A human turn's text split on ``<image>``/``<video>`` into ordered media and text parts."""
@@ -325,6 +345,7 @@ def read_preference_dataset(path_or_name: str | os.PathLike, image_root: Root = 
 # ---- dispatch --------------------------------------------------------------------------------------
 FORMATS: dict[str, Callable[[_Row], Any]] = {
     "video_r1": _video_r1_row,
+    "video_r1_sft": _video_r1_sft_row,
     "llava": _llava_row,
     "viscot": _viscot_row,
     "symmpo": _symmpo_row,
@@ -333,7 +354,8 @@ FORMATS: dict[str, Callable[[_Row], Any]] = {
 ALIASES = {"gwys": "video_r1", "video-r1": "video_r1", "llava_cot": "llava", "llava-cot": "llava",
            "conversations": "llava", "ground_r1": "viscot", "ground-r1": "viscot", "rlaif_v": "preference",
            "rlaif-v": "preference", "dpo": "preference"}
-# Checked in order: the first layout whose marker fields the data holds wins.
+# Checked in order: the first layout whose marker fields the data holds wins. ``video_r1_sft`` is only
+# chosen by name: an RL prompt file may carry the cold-start answer too.
 _MARKERS = (("symmpo", {"resp_1_w", "resp_1_l"}), ("llava", {"conversations"}), ("viscot", {"bboxs"}),
             ("video_r1", {"problem"}), ("preference", {"chosen", "rejected"}))
 

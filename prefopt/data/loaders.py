@@ -2,9 +2,10 @@
 
 Everything goes through ``datasets.load_dataset`` (memory-mapped Arrow cache, hub names passed
 through). What ``datasets`` does not give is a usable error: a JSON syntax error surfaces as a
-generic "An error occurred while generating the dataset". JSONL files are therefore checked line by
-line first, and a JSON file that ``datasets`` rejects is parsed again with :mod:`json` to report the
-line and column. Rows come back with image columns undecoded, as ``{"bytes", "path"}`` dicts.
+generic "An error occurred while generating the dataset", and it accepts some invalid JSON. JSONL
+files are therefore checked line by line first, and JSON files are checked with :mod:`json`, so a
+syntax error names its line and column. Rows come back with image columns undecoded, as
+``{"bytes", "path"}`` dicts.
 
 Row numbers in errors count from 0, like ``dataset[row]``; JSON syntax errors name the 1-based line.
 """
@@ -42,22 +43,23 @@ def check_jsonl(path: str | os.PathLike) -> int:
     return rows
 
 
-def _json_fallback(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSON file that ``datasets`` rejected; a syntax error is reported with its line."""
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        return []
+def _first_line_is_object(text: str) -> bool:
+    """Whether the first non-blank line is a whole JSON object (then the file is JSON Lines)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as whole:
-        # A ".json" file may hold JSON Lines; only if that fails too is it a syntax error.
-        if "\n" in text.strip() and text.lstrip().startswith("{"):
-            check_jsonl(path)
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        raise DataError(f"invalid JSON on line {whole.lineno}, column {whole.colno}: {whole.msg}",
-                        path=str(path)) from whole
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _syntax_error(path: Path, exc: json.JSONDecodeError) -> DataError:
+    return DataError(f"invalid JSON on line {exc.lineno}, column {exc.colno}: {exc.msg}", path=str(path))
+
+
+def _rows_of(value: Any, path: Path) -> list[dict[str, Any]]:
+    """The list of row objects in parsed JSON (a list, or one object wrapping a single such list)."""
     if isinstance(value, dict):
-        # LLaVA-style exports sometimes wrap the list: {"data": [...]} / {"annotations": [...]}.
+        # Some exports wrap the rows: {"data": [...]} / {"annotations": [...]}.
         lists = [v for v in value.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
         if len(lists) != 1:
             raise DataError("expected a JSON list of objects (or one object holding such a list)", path=str(path))
@@ -68,6 +70,35 @@ def _json_fallback(path: Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, found a {type(row).__name__}", path=str(path), row=i)
     return value
+
+
+def _load_json(path: Path, cache_dir: str | None) -> Any:
+    """A ``.json`` file: JSON Lines, a list of rows, or an object wrapping the list.
+
+    ``datasets`` tolerates some invalid JSON (trailing commas) and reads a wrapping object as one row,
+    so the syntax is checked strictly first; the check discards every object as it is parsed, which
+    keeps its memory small even for the 665k-row LLaVA mix.
+    """
+    import datasets
+
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return []
+    if _first_line_is_object(text):
+        check_jsonl(path)
+    else:
+        try:
+            json.loads(text, object_pairs_hook=lambda _pairs: None)
+        except json.JSONDecodeError as exc:
+            raise _syntax_error(path, exc) from exc
+        if not text.lstrip().startswith("["):
+            return _rows_of(json.loads(text), path)
+    try:
+        return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
+    except Exception:  # noqa: BLE001 - valid JSON that Arrow cannot hold (e.g. nested mixed types)
+        if _first_line_is_object(text):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return _rows_of(json.loads(text), path)
 
 
 def _without_image_decoding(feature: Any) -> Any:
@@ -109,13 +140,12 @@ def _load_local(path: Path, split: str, cache_dir: str | None) -> Any:
         return datasets.load_dataset(str(path), split=split, cache_dir=cache_dir)
     if suffix in PARQUET_SUFFIXES:
         return datasets.load_dataset("parquet", data_files=str(path), split="train", cache_dir=cache_dir)
+    if suffix == ".json":
+        return _load_json(path, cache_dir)
     if suffix in JSON_SUFFIXES:
-        if suffix != ".json" and check_jsonl(path) == 0:
+        if check_jsonl(path) == 0:
             return []
-        try:
-            return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
-        except Exception:  # noqa: BLE001 - datasets wraps every parse problem; re-parse to explain it
-            return _json_fallback(path)
+        return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
     raise DataError(f"unknown file type {suffix!r}: expected one of {JSON_SUFFIXES + PARQUET_SUFFIXES}",
                     path=str(path))
 
