@@ -36,7 +36,9 @@ def parse_token_list(spec: str) -> list[str]:
         return list(TOKEN_SETS[spec.strip().lower()])
     tokens = [t.strip() for t in spec.split(",")]
     if not spec.strip() or any(not t for t in tokens):
-        raise ModelError(f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks")
+        raise ModelError(
+            f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks"
+        )
     _refuse_duplicates(tokens)
     return tokens
 
