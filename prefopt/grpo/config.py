@@ -27,7 +27,7 @@ class GRPODataSettings:
 
     path: str = ""
     format: str = "video_r1"  # video_r1 (GWYS / Video-R1 JSON or JSONL)
-    image_root: str | None = None  # media paths are relative to this folder (default: the file's folder)
+    image_root: str | None = None  # media paths are relative to this folder (None: paths as written)
     template: str = "four_stage"  # four_stage | r1 (SPEC 1.1)
     max_samples: int | None = None
     seed: int = 0

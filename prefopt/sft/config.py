@@ -32,7 +32,7 @@ def default_training() -> dict[str, Any]:
         "learning_rate": 1e-6,
         "num_train_epochs": 2,
         "lr_scheduler_type": "cosine",
-        "warmup_ratio": 0.03,
+        "warmup_steps": 0.03,  # a float below 1 is a ratio of the total steps
         "per_device_train_batch_size": 4,
         "logging_steps": 1,
         "save_strategy": "epoch",
