@@ -29,6 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from prefopt.data.images import resolve_media_path
@@ -80,7 +81,7 @@ class _Row:
                 return key
         raise self.error(f"missing field {' or '.join(repr(k) for k in keys)} (fields present: {sorted(self.data)})")
 
-    def media(self, value: Any, key: str, kind: str = "image") -> str | bytes | Any:
+    def media(self, value: Any, key: str, kind: str = "image") -> str | bytes | Image.Image:
         """A media reference as a checked path string or raw bytes (``{"bytes","path"}`` dicts unwrapped)."""
         if isinstance(value, dict):
             if value.get("bytes"):
@@ -90,7 +91,7 @@ class _Row:
             if not value:
                 raise self.error(f"field {key!r}: empty image bytes")
             return bytes(value)
-        if hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image from a decoded hub dataset
+        if isinstance(value, Image.Image):  # a hub dataset whose images were decoded upstream
             return value
         if not isinstance(value, str) or not value:
             raise self.error(f"field {key!r}: expected a {kind} path or bytes, got {type(value).__name__}")
