@@ -1,0 +1,92 @@
+"""Judge-based benchmarks (MMHal, HallusionBench) against the loopback fake judge."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from prefopt.eval.mmhal import parse_rating
+from prefopt.testing.judge_server import JudgeServer
+
+REPLIES = {"alpha": "Accurate and detailed. Rating: 6", "beta": "Rating: 5 ... on reflection, Rating: 2",
+           "gamma": "**Rating:** 4", "delta": "I cannot tell."}
+
+
+def mmhal_answer(messages):
+    """Reply chosen by the response under review (the word after 'Response to rate:')."""
+    text = messages[-1]["content"]
+    return REPLIES[re.search(r"Response to rate: (\w+)", text).group(1)]
+
+
+@pytest.mark.parametrize(("reply", "rating"), [("Rating: 6", 6), ("rating=0.", 0), ("3", 3), ("Rating: 9", None),
+                                               (None, None), ("good", None)])
+def test_parse_rating(reply, rating):
+    assert parse_rating(reply) == rating
+
+
+def test_mmhal_with_judge(tmp_path, monkeypatch):
+    """Ratings 6 (alpha), 2 (beta: the last 'Rating:' wins), 4 (gamma), unreadable (delta).
+
+    score = (6 + 2 + 4) / 3 = 4.0; hallucination_rate = ratings < 3 -> 1/3 = .3333; n_unrated 1.
+    attribute (alpha, beta): score 4.0, rate .5; counting (gamma, delta): score 4.0, rate 0.
+    """
+    from prefopt.cli import main
+
+    monkeypatch.delenv("FAKE_JUDGE_KEY", raising=False)
+    rows = [{"question_type": t, "question": "What is shown?", "gt_answer": "A cat.", "image_content": ["cat"],
+             "image_src": f"http://x/{i}.jpg", "text": a}
+            for i, (t, a) in enumerate([("attribute", "alpha"), ("attribute", "beta"), ("counting", "gamma"),
+                                        ("counting", "delta")])]
+    preds = tmp_path / "mmhal.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    with JudgeServer(answer=mmhal_answer) as server:
+        code = main(["eval", "mmhal", "--predictions", str(preds), "--out", str(out), "--judge-url",
+                     server.base_url, "--judge-model", "fake", "--judge-api-key-env", "FAKE_JUDGE_KEY"])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert {k: round(v["value"], 4) for k, v in m["metrics"].items()} == {"score": 4.0, "hallucination_rate": 0.3333}
+    assert m["n_unrated"] == 1
+    assert m["categories"]["attribute"]["score"]["value"] == 4.0
+    assert m["categories"]["attribute"]["hallucination_rate"]["value"] == 0.5
+    assert m["categories"]["counting"]["hallucination_rate"]["value"] == 0.0
+    assert len((out / "judgements.jsonl").read_text().splitlines()) == 4
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["options"]["judge"]["api_key_env"] == "FAKE_JUDGE_KEY"
+
+
+def test_mmhal_without_judge_is_a_clear_error(tmp_path, capsys):
+    from prefopt.cli import main
+
+    preds = tmp_path / "m.jsonl"
+    preds.write_text(json.dumps({"question": "q", "gt_answer": "g", "text": "a"}) + "\n")
+    assert main(["eval", "mmhal", "--predictions", str(preds), "--out", str(tmp_path / "o")]) == 2
+    assert "needs an LLM judge" in capsys.readouterr().err
+
+
+def test_hallusion_with_judge(tmp_path):
+    """The fake judge calls an answer correct when it says 'right': 3 of 4 answers -> aAcc .75.
+
+    One set, figures 0 and 1, questions 0 and 1; the wrong answer is (figure 1, question 0):
+    qAcc: q0 fails, q1 holds -> .5; fAcc: f0 holds, f1 fails -> .5.
+    """
+    from prefopt.eval.common import EvalOptions
+    from prefopt.eval.runner import get_benchmark
+    from prefopt.rewards.judge import JudgeConfig
+
+    def answer(messages):
+        return "Correct" if "right" in messages[-1]["content"].split("Answer to check:")[1] else "Incorrect."
+
+    rows = [{"category": "VD", "subcategory": "s", "set_id": 0, "figure_id": f, "question_id": q,
+             "question": "?", "gt_answer": "1", "text": "wrong" if (f, q) == (1, 0) else "right"}
+            for f in (0, 1) for q in (0, 1)]
+    bench = get_benchmark("hallusion")
+    with JudgeServer(answer=answer) as server:
+        opts = EvalOptions(rounds=20, judge=JudgeConfig(base_url=server.base_url, model="fake",
+                                                        api_key_env="FAKE_JUDGE_KEY"))
+        parsed = [bench.parse_prediction(r, "h.jsonl", i + 1, opts) for i, r in enumerate(rows)]
+        m = bench.score(parsed, opts, tmp_path)
+    assert {k: v["value"] for k, v in m["metrics"].items()} == {"aAcc": 0.75, "qAcc": 0.5, "fAcc": 0.5}
+    assert m["correctness"] == "judge" and m["judge"]["judge/calls"] == 4.0
