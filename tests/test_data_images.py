@@ -28,6 +28,11 @@ def root(tmp_path):
 def test_resolve_relative_under_root(root):
     assert resolve_media_path("sub/a.png", root) == str(root / "sub" / "a.png")
     assert resolve_media_path("./sub/../sub/a.png", root) == str(root / "sub" / "a.png")
+    # Idempotent: a path a reader already resolved stays as it is.
+    resolved = resolve_media_path("sub/a.png", root)
+    assert resolve_media_path(resolved, root) == resolved
+    with pytest.raises(ImageError, match="escapes"):  # a sibling sharing the root's name as a prefix
+        resolve_media_path(str(root) + "-evil/a.png", root)
 
 
 def test_resolve_without_root_keeps_path():
@@ -35,7 +40,7 @@ def test_resolve_without_root_keeps_path():
     assert resolve_media_path("/abs/y.png", None) == "/abs/y.png"
 
 
-@pytest.mark.parametrize("bad", ["../outside.png", "sub/../../outside.png", "/etc/passwd"])
+@pytest.mark.parametrize("bad", ["../outside.png", "sub/../../outside.png", "/etc/passwd", "../imgs-evil/a.png"])
 def test_resolve_refuses_escape(root, bad):
     with pytest.raises(ImageError) as info:
         resolve_media_path(bad, root)

@@ -3,7 +3,7 @@
 Records keep images undecoded (a resolved path string or raw encoded bytes) so that a dataset of
 hundreds of thousands of rows stays small in memory; :func:`load_image` decodes one when it is needed.
 Relative media paths in a dataset file are resolved under an *image root*; a path that would escape
-that root (an absolute path, or ``..`` components) is refused, so a dataset file cannot make the
+that root (an absolute path elsewhere, or ``..`` components) is refused, so a dataset file cannot make the
 trainer read arbitrary files.
 """
 
@@ -26,14 +26,14 @@ def resolve_media_path(path: str | os.PathLike, root: str | os.PathLike | None) 
     if root is None:
         return text
     root_text = os.fspath(root)
-    if os.path.isabs(text):
-        raise ImageError(f"absolute media path {text!r} is not allowed with image root {root_text!r}")
     # Lexical normalisation (not realpath): a root that is itself a symlinked folder must keep working,
-    # while "a/../../etc/passwd" must not slip out of it.
+    # while "a/../../etc/passwd" must not slip out of it. An absolute path is accepted only inside the
+    # root, which makes resolving an already-resolved record path a no-op.
     root_norm = os.path.normpath(os.path.abspath(root_text))
     joined = os.path.normpath(os.path.join(root_norm, text))
     if os.path.commonpath([root_norm, joined]) != root_norm:
-        raise ImageError(f"media path {text!r} escapes the image root {root_text!r}")
+        kind = "absolute media path" if os.path.isabs(text) else "media path"
+        raise ImageError(f"{kind} {text!r} escapes the image root {root_text!r}")
     return joined
 
 
