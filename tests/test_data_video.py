@@ -76,3 +76,21 @@ def test_video_errors(tmp_path):
         load_video_frames("../x.mp4", root=tmp_path)
     with pytest.raises(PrefoptError, match="num_frames"):
         load_video_frames(tmp_path / "junk.mp4", num_frames=0)
+
+
+def test_stream_without_duration(tmp_path):
+    """A raw MJPEG stream records no duration: it is measured by decoding (PyAV assumes 25 fps)."""
+    path = tmp_path / "raw.mjpeg"
+    with av.open(str(path), "w", format="mjpeg") as container:
+        stream = container.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuvj420p"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 64, 3), 12 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    frames = load_video_frames(path, num_frames=16, fps=10.0)
+    # 20 frames at 0.04 s -> 0.8 s -> 8 targets 0, 0.1, ..., 0.7 s; the frame on screen at t is
+    # frame floor(t / 0.04): 0, 2, 5, 7, 10, 12, 15, 17.
+    assert [_which_frame(f) for f in frames] == [0, 2, 5, 7, 10, 12, 15, 17]

@@ -48,14 +48,19 @@ def _duration(container, stream) -> float | None:
     return None
 
 
+def _frame_time(frame, index: int, rate: float) -> float:
+    """Presentation time in seconds; raw streams without timestamps fall back to index / frame rate."""
+    return float(frame.time) if frame.time is not None else index / rate
+
+
 def _frame_times(path: str) -> tuple[list[float], float]:
     """Every frame's timestamp, and the video length, for containers that do not record a duration."""
     import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]
-        times = [float(f.time or 0.0) for f in container.decode(stream)]
         rate = float(stream.average_rate or 25)
+        times = [_frame_time(f, i, rate) for i, f in enumerate(container.decode(stream))]
     if not times:
         raise ImageError(f"video has no decodable frames: {path}")
     return times, times[-1] + 1.0 / rate
@@ -68,10 +73,11 @@ def _decode_at(path: str, targets: list[float]) -> list[Image.Image]:
     frames: list[Image.Image] = []
     with av.open(path) as container:
         stream = container.streams.video[0]
+        rate = float(stream.average_rate or 25)
         previous = None
         j = 0
-        for frame in container.decode(stream):
-            t = float(frame.time or 0.0)
+        for index, frame in enumerate(container.decode(stream)):
+            t = _frame_time(frame, index, rate)
             while j < len(targets) and t > targets[j] + 1e-6:
                 frames.append((previous if previous is not None else frame).to_image())
                 j += 1
