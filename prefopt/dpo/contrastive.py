@@ -115,6 +115,5 @@ class ContrastiveImages:
         if self.mode == "corrupt":
             return corrupt_image(load_image(example.image), seed=self.seed * 1_000_003 + index)
         raise DataError(
-            "this row has no contrastive image; set contrastive: similar or contrastive: corrupt to build one",
-            row=index,
+            f"example {index} has no contrastive image; set contrastive: similar or contrastive: corrupt to build one"
         )
