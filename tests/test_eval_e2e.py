@@ -1,0 +1,83 @@
+"""End to end: tiny models answer a POPE-format file through ``prefopt eval``, resume, and compare."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prefopt.cli import main
+
+
+@pytest.fixture
+def pope_file(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    rows = []
+    for i, colour in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (40, 32), colour).save(root / f"{i}.png")
+        rows.append({"question_id": i, "image": f"{i}.png", "text": f"Is there a {colour} square in the image?",
+                     "label": "yes" if i != 1 else "no"})
+    path = tmp_path / "coco_pope_random.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, root
+
+
+def _eval(model, data, root, out):
+    return main(["eval", "pope", "--model", str(model), "--data", str(data), "--image-root", str(root),
+                 "--out", str(out), "--batch-size", "2", "--max-new-tokens", "3", "--bootstrap-rounds", "20"])
+
+
+def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_path, monkeypatch):
+    data, root = pope_file
+    out_q = tmp_path / "runs" / "qwen"
+    assert _eval(tiny_qwen_dir, data, root, out_q) == 0
+    preds_path = out_q / "predictions.jsonl"
+    lines = preds_path.read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["id"] for r in rows] == ["0", "1", "2"]
+    assert all(isinstance(r["text"], str) and r["category"] == "random" and r["image"] for r in rows)
+    metrics = json.loads((out_q / "metrics.json").read_text())
+    assert metrics["n"] == 3 and set(metrics["metrics"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+    assert set(metrics["categories"]) == {"random"}
+    info = json.loads((out_q / "run_info.json").read_text())
+    assert info["n_generated"] == 3 and info["max_new_tokens"] == 3
+
+    # a run killed while writing the third answer: it is redone, the first two are kept as they were
+    preds_path.write_text("\n".join(lines[:2]) + '\n{"id": "2", "te')
+    assert _eval(tiny_qwen_dir, data, root, out_q) == 0
+    resumed = preds_path.read_text().splitlines()
+    assert resumed[:2] == lines[:2] and len(resumed) == 3 and json.loads(resumed[2])["id"] == "2"
+    info = json.loads((out_q / "run_info.json").read_text())
+    assert (info["n_resumed"], info["n_generated"]) == (2, 1)
+
+    # everything answered: the model is not even loaded
+    def no_load(*a, **k):
+        raise AssertionError("model loaded although every question was answered")
+
+    monkeypatch.setattr("prefopt.eval.runner._load", no_load)
+    assert _eval(tiny_qwen_dir, data, root, out_q) == 0
+    monkeypatch.undo()
+    assert preds_path.read_text().splitlines() == resumed
+
+    out_l = tmp_path / "runs" / "llava"
+    assert _eval(tiny_llava_dir, data, root, out_l) == 0
+    assert len((out_l / "predictions.jsonl").read_text().splitlines()) == 3
+
+    report = tmp_path / "report"
+    assert main(["compare", str(out_q), str(out_l), "--baseline", "qwen", "--out", str(report)]) == 0
+    table = (report / "comparison.md").read_text()
+    assert "qwen (baseline)" in table and "Δ llava − qwen" in table and "| pope | f1 |" in table
+    assert (report / "comparison.png").stat().st_size > 0
+
+
+def test_eval_needs_data_and_unique_ids(tiny_qwen_dir, pope_file, tmp_path, capsys):
+    data, root = pope_file
+    assert main(["eval", "pope", "--model", str(tiny_qwen_dir), "--out", str(tmp_path / "o")]) == 2
+    assert "--model needs --data" in capsys.readouterr().err
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text(data.read_text().splitlines()[0] + "\n" + data.read_text().splitlines()[0] + "\n")
+    assert _eval(tiny_qwen_dir, dup, root, tmp_path / "o2") == 2
+    assert "duplicate question id '0'" in capsys.readouterr().err
