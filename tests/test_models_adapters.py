@@ -218,3 +218,27 @@ def test_assistant_mask_shifts_spans_past_expanded_placeholders():
     assert assistant_mask(offsets, [(3, 5)], replacements) == [False, False, True, True]
     assert assistant_mask(offsets, [(3, 4)], replacements) == [False, False, True, False]
     assert assistant_mask(offsets, [(3, 5)], []) == [False, True, False, False]
+
+
+def _write_video(path, n_frames=4, size=(64, 48)):
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=2)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(n_frames):
+            array = np.full((size[1], size[0], 3), i * 60, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_qwen_video_from_file_path(adapters, tmp_path):
+    qwen = adapters["qwen2_5_vl"]
+    path = tmp_path / "clip.mp4"
+    _write_video(path)
+    prompt = [[user_message("What happens?", 0, 1)]]
+    batch = qwen.encode_prompts(prompt, None, [[str(path)]])
+    assert int((batch["input_ids"] == qwen.model.config.video_token_id).sum()) > 0
+    with pytest.raises(ModelError, match="no frames"):
+        qwen.encode_prompts(prompt, None, [[[]]])

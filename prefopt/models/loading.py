@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,9 +130,11 @@ def flatten_media(
     images: Sequence[Sequence[Any]] | None,
     videos: Sequence[Sequence[Any]] | None,
 ) -> tuple[list[Any], list[Any]]:
-    """Check per-conversation media counts against the placeholders and return flat image/video lists."""
-    from prefopt.data.schema import ImageSource  # noqa: F401  (documents the accepted types)
+    """Check per-conversation media counts against the placeholders and return flat image/video lists.
 
+    An image is a PIL image, a path or encoded bytes; a video is a list of frames (each like an image)
+    or a video file path, decoded with ``prefopt.data.video.load_video_frames`` defaults (2 fps, <= 16 frames).
+    """
     flat_images: list[Any] = []
     flat_videos: list[Any] = []
     for kind, given, flat in (("image", images, flat_images), ("video", videos, flat_videos)):
@@ -149,7 +152,7 @@ def flatten_media(
                 raise ModelError(
                     f"conversation {i}: {wanted} {kind} placeholder(s) but {len(items)} {kind}(s) given"
                 )
-            flat.extend(_open_image(x) if kind == "image" else [_open_image(f) for f in x] for x in items)
+            flat.extend(_open_image(x) if kind == "image" else _open_video(x) for x in items)
     return flat_images, flat_videos
 
 
@@ -162,6 +165,18 @@ def _open_image(src: Any) -> Any:
     from prefopt.data.images import load_image
 
     return load_image(src)
+
+
+def _open_video(src: Any) -> list[Any]:
+    """Frames of one video: a list of image sources, or a file path sampled through PyAV."""
+    if isinstance(src, (str, os.PathLike)):
+        from prefopt.data.video import load_video_frames
+
+        return load_video_frames(src)
+    frames = [_open_image(frame) for frame in src]
+    if not frames:
+        raise ModelError("a video has no frames")
+    return frames
 
 
 def render_chat(
