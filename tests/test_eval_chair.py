@@ -41,13 +41,23 @@ def test_mentions(text, expected):
 
 def test_lemmatize():
     assert [lemmatize(w) for w in ["dogs", "glasses", "ponies", "sandwiches", "bus", "people", "horses"]] == [
-        "dog", "glass", "pony", "sandwich", "bus", "person", "horse"]
+        "dog",
+        "glass",
+        "pony",
+        "sandwich",
+        "bus",
+        "person",
+        "horse",
+    ]
 
 
 def _expected(m):
     assert m["n"] == 4 and m["n_mentions"] == 7
     assert {k: round(v["value"], 4) for k, v in m["metrics"].items()} == {
-        "chair_s": 0.6667, "chair_i": 0.2857, "recall": 0.8333}
+        "chair_s": 0.6667,
+        "chair_i": 0.2857,
+        "recall": 0.8333,
+    }
 
 
 def test_chair_metrics_with_objects(tmp_path):
@@ -59,8 +69,9 @@ def test_chair_metrics_with_objects(tmp_path):
     recall = covered gt (2 + 2 + 1 + 0) / gt objects (2 + 2 + 1 + 1) = 5/6 = .8333.
     """
     path = tmp_path / "caps.jsonl"
-    path.write_text("".join(json.dumps({"id": i, "text": c, "objects": o}) + "\n"
-                            for i, (c, o) in enumerate(CAPTIONS)))
+    path.write_text(
+        "".join(json.dumps({"id": i, "text": c, "objects": o}) + "\n" for i, (c, o) in enumerate(CAPTIONS))
+    )
     bench = get_benchmark("chair")
     opts = EvalOptions(rounds=30)
     m = bench.score(bench.read_predictions(path, opts), opts, tmp_path)
@@ -79,13 +90,24 @@ def test_chair_with_coco_instances(tmp_path):
         images.append({"id": 100 + i, "file_name": f"img{i}.jpg"})
         anns += [{"image_id": 100 + i, "category_id": cats[o]} for o in objs]
     inst = tmp_path / "instances.json"
-    inst.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": v, "name": k} for k, v in cats.items()]}))
+    inst.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": v, "name": k} for k, v in cats.items()],
+            }
+        )
+    )
     caps = tmp_path / "captions.jsonl"
-    caps.write_text("".join(json.dumps({"image_id": 100 + i, "caption": c}) + "\n"
-                            for i, (c, _) in enumerate(CAPTIONS)))
+    caps.write_text(
+        "".join(json.dumps({"image_id": 100 + i, "caption": c}) + "\n" for i, (c, _) in enumerate(CAPTIONS))
+    )
     out = tmp_path / "out"
-    assert main(["eval", "chair", "--predictions", str(caps), "--annotations", str(inst), "--out", str(out)]) == 0
+    assert (
+        main(["eval", "chair", "--predictions", str(caps), "--annotations", str(inst), "--out", str(out)])
+        == 0
+    )
     _expected(json.loads((out / "metrics.json").read_text()))
     items = get_benchmark("chair").load_items(inst, EvalOptions())
     assert [it.images for it in items][:2] == [["img0.jpg"], ["img1.jpg"]]
@@ -94,8 +116,12 @@ def test_chair_with_coco_instances(tmp_path):
 
 def test_chair_errors_name_line(tmp_path):
     path = tmp_path / "caps.jsonl"
-    path.write_text(json.dumps({"text": "a dog", "objects": ["dog"]}) + "\n"
-                    + json.dumps({"text": "a cat", "objects": ["unicorn"]}) + "\n")
+    path.write_text(
+        json.dumps({"text": "a dog", "objects": ["dog"]})
+        + "\n"
+        + json.dumps({"text": "a cat", "objects": ["unicorn"]})
+        + "\n"
+    )
     bench = get_benchmark("chair")
     with pytest.raises(DataError, match=r"caps.jsonl, row 2: ground-truth object 'unicorn'"):
         bench.read_predictions(path, EvalOptions())

@@ -29,12 +29,22 @@ def three_runs(tmp_path):
     grpo .83 [.78, .88] (overlaps -> +0.030 (n.s.)).  random/f1: dpo .91 - base .82 = +0.090, overlapping
     -> (n.s.); grpo has no categories.  CHAIR exists only in dpo and grpo.
     """
-    write_metrics(tmp_path / "base", "pope", {"f1": iv(0.80, 0.75, 0.85), "accuracy": iv(0.7, 0.6, 0.8)},
-                  {"random": {"f1": iv(0.82, 0.7, 0.9)}})
-    write_metrics(tmp_path / "dpo" / "pope", "pope", {"f1": iv(0.90, 0.86, 0.94), "accuracy": iv(0.75, 0.7, 0.8)},
-                  {"random": {"f1": iv(0.91, 0.8, 0.95)}})
+    write_metrics(
+        tmp_path / "base",
+        "pope",
+        {"f1": iv(0.80, 0.75, 0.85), "accuracy": iv(0.7, 0.6, 0.8)},
+        {"random": {"f1": iv(0.82, 0.7, 0.9)}},
+    )
+    write_metrics(
+        tmp_path / "dpo" / "pope",
+        "pope",
+        {"f1": iv(0.90, 0.86, 0.94), "accuracy": iv(0.75, 0.7, 0.8)},
+        {"random": {"f1": iv(0.91, 0.8, 0.95)}},
+    )
     write_metrics(tmp_path / "dpo" / "chair", "chair", {"chair_s": iv(0.3, 0.2, 0.4)})
-    write_metrics(tmp_path / "grpo" / "pope", "pope", {"f1": iv(0.83, 0.78, 0.88), "accuracy": iv(0.72, 0.6, 0.8)})
+    write_metrics(
+        tmp_path / "grpo" / "pope", "pope", {"f1": iv(0.83, 0.78, 0.88), "accuracy": iv(0.72, 0.6, 0.8)}
+    )
     write_metrics(tmp_path / "grpo" / "chair", "chair", {"chair_s": iv(0.1, 0.05, 0.15)})
     return [tmp_path / n for n in ("base", "dpo", "grpo")]
 

@@ -18,16 +18,40 @@ def pope_file(tmp_path):
     rows = []
     for i, colour in enumerate(["red", "green", "blue"]):
         Image.new("RGB", (40, 32), colour).save(root / f"{i}.png")
-        rows.append({"question_id": i, "image": f"{i}.png", "text": f"Is there a {colour} square in the image?",
-                     "label": "yes" if i != 1 else "no"})
+        rows.append(
+            {
+                "question_id": i,
+                "image": f"{i}.png",
+                "text": f"Is there a {colour} square in the image?",
+                "label": "yes" if i != 1 else "no",
+            }
+        )
     path = tmp_path / "coco_pope_random.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, root
 
 
 def _eval(model, data, root, out):
-    return main(["eval", "pope", "--model", str(model), "--data", str(data), "--image-root", str(root),
-                 "--out", str(out), "--batch-size", "2", "--max-new-tokens", "3", "--bootstrap-rounds", "20"])
+    return main(
+        [
+            "eval",
+            "pope",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--image-root",
+            str(root),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--bootstrap-rounds",
+            "20",
+        ]
+    )
 
 
 def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_path, monkeypatch):
@@ -40,7 +64,13 @@ def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_p
     assert [r["id"] for r in rows] == ["0", "1", "2"]
     assert all(isinstance(r["text"], str) and r["category"] == "random" and r["image"] for r in rows)
     metrics = json.loads((out_q / "metrics.json").read_text())
-    assert metrics["n"] == 3 and set(metrics["metrics"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+    assert metrics["n"] == 3 and set(metrics["metrics"]) == {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "yes_ratio",
+    }
     assert set(metrics["categories"]) == {"random"}
     info = json.loads((out_q / "run_info.json").read_text())
     assert info["n_generated"] == 3 and info["max_new_tokens"] == 3

@@ -10,8 +10,12 @@ import pytest
 from prefopt.eval.mmhal import parse_rating
 from prefopt.testing.judge_server import JudgeServer
 
-REPLIES = {"alpha": "Accurate and detailed. Rating: 6", "beta": "Rating: 5 ... on reflection, Rating: 2",
-           "gamma": "**Rating:** 4", "delta": "I cannot tell."}
+REPLIES = {
+    "alpha": "Accurate and detailed. Rating: 6",
+    "beta": "Rating: 5 ... on reflection, Rating: 2",
+    "gamma": "**Rating:** 4",
+    "delta": "I cannot tell.",
+}
 
 
 def mmhal_answer(messages):
@@ -20,8 +24,10 @@ def mmhal_answer(messages):
     return REPLIES[re.search(r"Response to rate: (\w+)", text).group(1)]
 
 
-@pytest.mark.parametrize(("reply", "rating"), [("Rating: 6", 6), ("rating=0.", 0), ("3", 3), ("Rating: 9", None),
-                                               (None, None), ("good", None)])
+@pytest.mark.parametrize(
+    ("reply", "rating"),
+    [("Rating: 6", 6), ("rating=0.", 0), ("3", 3), ("Rating: 9", None), (None, None), ("good", None)],
+)
 def test_parse_rating(reply, rating):
     assert parse_rating(reply) == rating
 
@@ -35,19 +41,45 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
     from prefopt.cli import main
 
     monkeypatch.delenv("FAKE_JUDGE_KEY", raising=False)
-    rows = [{"question_type": t, "question": "What is shown?", "gt_answer": "A cat.", "image_content": ["cat"],
-             "image_src": f"http://x/{i}.jpg", "text": a}
-            for i, (t, a) in enumerate([("attribute", "alpha"), ("attribute", "beta"), ("counting", "gamma"),
-                                        ("counting", "delta")])]
+    rows = [
+        {
+            "question_type": t,
+            "question": "What is shown?",
+            "gt_answer": "A cat.",
+            "image_content": ["cat"],
+            "image_src": f"http://x/{i}.jpg",
+            "text": a,
+        }
+        for i, (t, a) in enumerate(
+            [("attribute", "alpha"), ("attribute", "beta"), ("counting", "gamma"), ("counting", "delta")]
+        )
+    ]
     preds = tmp_path / "mmhal.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
     with JudgeServer(answer=mmhal_answer) as server:
-        code = main(["eval", "mmhal", "--predictions", str(preds), "--out", str(out), "--judge-url",
-                     server.base_url, "--judge-model", "fake", "--judge-api-key-env", "FAKE_JUDGE_KEY"])
+        code = main(
+            [
+                "eval",
+                "mmhal",
+                "--predictions",
+                str(preds),
+                "--out",
+                str(out),
+                "--judge-url",
+                server.base_url,
+                "--judge-model",
+                "fake",
+                "--judge-api-key-env",
+                "FAKE_JUDGE_KEY",
+            ]
+        )
     assert code == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert {k: round(v["value"], 4) for k, v in m["metrics"].items()} == {"score": 4.0, "hallucination_rate": 0.3333}
+    assert {k: round(v["value"], 4) for k, v in m["metrics"].items()} == {
+        "score": 4.0,
+        "hallucination_rate": 0.3333,
+    }
     assert m["n_unrated"] == 1
     assert m["categories"]["attribute"]["score"]["value"] == 4.0
     assert m["categories"]["attribute"]["hallucination_rate"]["value"] == 0.5
@@ -79,13 +111,25 @@ def test_hallusion_with_judge(tmp_path):
     def answer(messages):
         return "Correct" if "right" in messages[-1]["content"].split("Answer to check:")[1] else "Incorrect."
 
-    rows = [{"category": "VD", "subcategory": "s", "set_id": 0, "figure_id": f, "question_id": q,
-             "question": "?", "gt_answer": "1", "text": "wrong" if (f, q) == (1, 0) else "right"}
-            for f in (0, 1) for q in (0, 1)]
+    rows = [
+        {
+            "category": "VD",
+            "subcategory": "s",
+            "set_id": 0,
+            "figure_id": f,
+            "question_id": q,
+            "question": "?",
+            "gt_answer": "1",
+            "text": "wrong" if (f, q) == (1, 0) else "right",
+        }
+        for f in (0, 1)
+        for q in (0, 1)
+    ]
     bench = get_benchmark("hallusion")
     with JudgeServer(answer=answer) as server:
-        opts = EvalOptions(rounds=20, judge=JudgeConfig(base_url=server.base_url, model="fake",
-                                                        api_key_env="FAKE_JUDGE_KEY"))
+        opts = EvalOptions(
+            rounds=20, judge=JudgeConfig(base_url=server.base_url, model="fake", api_key_env="FAKE_JUDGE_KEY")
+        )
         parsed = [bench.parse_prediction(r, "h.jsonl", i + 1, opts) for i, r in enumerate(rows)]
         m = bench.score(parsed, opts, tmp_path)
     assert {k: v["value"] for k, v in m["metrics"].items()} == {"aAcc": 0.75, "qAcc": 0.5, "fAcc": 0.5}

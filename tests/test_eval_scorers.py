@@ -30,10 +30,10 @@ def score(bench, path, opts=OPTS):
 
 
 POPE_ROWS = [
-    {"text": "Yes, there is a dog.", "label": "yes", "category": "random"},   # TP
-    {"text": "No.", "label": "no", "category": "random"},                     # TN
-    {"text": "There is not a cat.", "label": "yes", "category": "random"},    # FN
-    {"text": "Yes", "label": "no", "category": "adversarial"},                # FP
+    {"text": "Yes, there is a dog.", "label": "yes", "category": "random"},  # TP
+    {"text": "No.", "label": "no", "category": "random"},  # TN
+    {"text": "There is not a cat.", "label": "yes", "category": "random"},  # FN
+    {"text": "Yes", "label": "no", "category": "adversarial"},  # FP
     {"text": "Yes. But no cat is visible", "label": "yes", "category": "adversarial"},  # TP (first sentence)
     {"text": "I see no car. Yes.", "label": "no", "category": "adversarial"},  # TN
 ]
@@ -49,12 +49,27 @@ def test_pope_metrics(tmp_path):
     """
     m = score("pope", write_jsonl(tmp_path / "p.jsonl", POPE_ROWS))
     assert m["n"] == 6
-    assert values(m["metrics"]) == {"accuracy": 0.6667, "precision": 0.6667, "recall": 0.6667, "f1": 0.6667,
-                                    "yes_ratio": 0.5}
-    assert values(m["categories"]["random"]) == {"accuracy": 0.6667, "precision": 1.0, "recall": 0.5,
-                                                 "f1": 0.6667, "yes_ratio": 0.3333}
-    assert values(m["categories"]["adversarial"]) == {"accuracy": 0.6667, "precision": 0.5, "recall": 1.0,
-                                                      "f1": 0.6667, "yes_ratio": 0.6667}
+    assert values(m["metrics"]) == {
+        "accuracy": 0.6667,
+        "precision": 0.6667,
+        "recall": 0.6667,
+        "f1": 0.6667,
+        "yes_ratio": 0.5,
+    }
+    assert values(m["categories"]["random"]) == {
+        "accuracy": 0.6667,
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 0.6667,
+        "yes_ratio": 0.3333,
+    }
+    assert values(m["categories"]["adversarial"]) == {
+        "accuracy": 0.6667,
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": 0.6667,
+        "yes_ratio": 0.6667,
+    }
     for iv in m["metrics"].values():
         assert 0.0 <= iv["ci_low"] <= iv["ci_high"] <= 1.0
 
@@ -87,7 +102,9 @@ def test_pope_cli_is_deterministic(tmp_path):
     for name in ("a", "b"):
         assert main(["eval", "pope", "--predictions", str(path), "--out", str(tmp_path / name)]) == 0
         outs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
-        assert (tmp_path / name / "predictions.jsonl").is_file() and (tmp_path / name / "run_info.json").is_file()
+        assert (tmp_path / name / "predictions.jsonl").is_file() and (
+            tmp_path / name / "run_info.json"
+        ).is_file()
     assert outs[0]["metrics"] == outs[1]["metrics"] and outs[0]["bootstrap"]["rounds"] == 100
 
 
@@ -98,7 +115,9 @@ def test_malformed_lines_are_reported_by_line(tmp_path, capsys):
     bad_json.write_text('{"text": "yes", "label": "yes"}\n{"text": "no", "label"\n')
     with pytest.raises(DataError, match=r"bad.jsonl, row 2: invalid JSON"):
         score("pope", bad_json)
-    missing = write_jsonl(tmp_path / "missing.jsonl", [{"text": "yes", "label": "yes"}] * 2 + [{"text": "no"}])
+    missing = write_jsonl(
+        tmp_path / "missing.jsonl", [{"text": "yes", "label": "yes"}] * 2 + [{"text": "no"}]
+    )
     with pytest.raises(DataError, match=r"missing.jsonl, row 3: missing key 'label'"):
         score("pope", missing)
     odd = write_jsonl(tmp_path / "odd.jsonl", [{"text": "yes", "label": "maybe"}])
@@ -118,18 +137,29 @@ def test_amber_no_is_positive(tmp_path):
     ann = tmp_path / "annotations.json"
     truth = ["no", "no", "yes", "yes", "no"]
     types = ["discriminative-existence"] * 3 + ["discriminative-relation"] * 2
-    ann.write_text(json.dumps([{"id": 9, "type": "generative", "truth": ["dog"]}]
-                              + [{"id": i + 1, "type": t, "truth": v} for i, (t, v) in enumerate(zip(types, truth))]))
+    ann.write_text(
+        json.dumps(
+            [{"id": 9, "type": "generative", "truth": ["dog"]}]
+            + [{"id": i + 1, "type": t, "truth": v} for i, (t, v) in enumerate(zip(types, truth))]
+        )
+    )
     answers = ["No, there is no tree.", "Yes", "No", "Yes, it is.", "There is not."]
-    preds = write_jsonl(tmp_path / "amber.jsonl", [{"id": i + 1, "response": a} for i, a in enumerate(answers)])
+    preds = write_jsonl(
+        tmp_path / "amber.jsonl", [{"id": i + 1, "response": a} for i, a in enumerate(answers)]
+    )
     opts = EvalOptions(rounds=20, annotations=str(ann))
     m = score("amber", preds, opts)
     assert values(m["metrics"]) == {"accuracy": 0.6, "precision": 0.6667, "recall": 0.6667, "f1": 0.6667}
-    assert values(m["categories"]["discriminative-existence"]) == {"accuracy": 0.3333, "precision": 0.5,
-                                                                  "recall": 0.5, "f1": 0.5}
+    assert values(m["categories"]["discriminative-existence"]) == {
+        "accuracy": 0.3333,
+        "precision": 0.5,
+        "recall": 0.5,
+        "f1": 0.5,
+    }
     queries = tmp_path / "query.json"
-    queries.write_text(json.dumps([{"id": i, "image": f"AMBER_{i}.jpg", "query": "Is there a dog?"}
-                                   for i in (1, 2, 9)]))
+    queries.write_text(
+        json.dumps([{"id": i, "image": f"AMBER_{i}.jpg", "query": "Is there a dog?"} for i in (1, 2, 9)])
+    )
     items = get_benchmark("amber").load_items(queries, opts)
     assert [it.id for it in items] == ["1", "2"] and items[0].meta["truth"] == "no"
 
@@ -163,9 +193,11 @@ def test_mcq_reads_mmbench_tsv(tmp_path):
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
     b64 = base64.b64encode(buf.getvalue()).decode()
     tsv = tmp_path / "mmbench.tsv"
-    tsv.write_text("index\tquestion\thint\tA\tB\tC\tanswer\tcategory\timage\n"
-                   f"0\tWhat colour?\tLook closely\tred\tblue\tnan\tA\tcolour\t{b64}\n"
-                   "1\tIs it red?\tnan\tyes\tno\tnan\tA\tcolour\t0\n")
+    tsv.write_text(
+        "index\tquestion\thint\tA\tB\tC\tanswer\tcategory\timage\n"
+        f"0\tWhat colour?\tLook closely\tred\tblue\tnan\tA\tcolour\t{b64}\n"
+        "1\tIs it red?\tnan\tyes\tno\tnan\tA\tcolour\t0\n"
+    )
     items = get_benchmark("mcq").load_items(tsv, OPTS)
     assert items[0].prompt.splitlines()[:4] == ["Hint: Look closely", "What colour?", "A. red", "B. blue"]
     assert items[1].images[0] == buf.getvalue()  # MMBench: image given as another row's index
@@ -188,8 +220,10 @@ def test_refcoco_acc_at_half(tmp_path):
     m = score("refcoco", write_jsonl(tmp_path / "ref.jsonl", rows))
     assert values(m["metrics"]) == {"acc_iou50": 0.5, "mean_iou": 0.4107}
     assert m["n_unparsed"] == 1
-    rel = write_jsonl(tmp_path / "rel.jsonl", [{"text": "[0.0, 0.0, 0.5, 0.5]", "bbox": [0, 0, 10, 10],
-                                                "width": 20, "height": 20}])
+    rel = write_jsonl(
+        tmp_path / "rel.jsonl",
+        [{"text": "[0.0, 0.0, 0.5, 0.5]", "bbox": [0, 0, 10, 10], "width": 20, "height": 20}],
+    )
     m = score("refcoco", rel, EvalOptions(rounds=5, bbox_format="xywh", box_scale="unit"))
     assert values(m["metrics"]) == {"acc_iou50": 1.0, "mean_iou": 1.0}
     with pytest.raises(DataError, match="row 1: 'bbox' must be a list of 4 numbers"):
@@ -203,13 +237,27 @@ def test_hallusion_rule_based(tmp_path):
     aAcc 4/5 = .8.  qAcc: (VD,0,q0) has a wrong answer, (VD,0,q1) and (VS,1,q0) are right -> 2/3.
     fAcc: (VD,0,f0) right, (VD,0,f1) wrong, (VS,1,f0) right -> 2/3.
     """
-    def row(cat, sub, s, f, q, gt, text):
-        return {"category": cat, "subcategory": sub, "set_id": s, "figure_id": f, "question_id": q,
-                "question": "Is it so?", "gt_answer": gt, "filename": None, "text": text}
 
-    rows = [row("VD", "illusion", 0, 0, 0, "1", "Yes"), row("VD", "illusion", 0, 0, 1, "0", "No"),
-            row("VD", "illusion", 0, 1, 0, "0", "Yes"), row("VD", "illusion", 0, 1, 1, "1", "Yes"),
-            row("VS", "chart", 1, 0, 0, "1", "Yes")]
+    def row(cat, sub, s, f, q, gt, text):
+        return {
+            "category": cat,
+            "subcategory": sub,
+            "set_id": s,
+            "figure_id": f,
+            "question_id": q,
+            "question": "Is it so?",
+            "gt_answer": gt,
+            "filename": None,
+            "text": text,
+        }
+
+    rows = [
+        row("VD", "illusion", 0, 0, 0, "1", "Yes"),
+        row("VD", "illusion", 0, 0, 1, "0", "No"),
+        row("VD", "illusion", 0, 1, 0, "0", "Yes"),
+        row("VD", "illusion", 0, 1, 1, "1", "Yes"),
+        row("VS", "chart", 1, 0, 0, "1", "Yes"),
+    ]
     m = score("hallusion", write_jsonl(tmp_path / "h.jsonl", rows))
     assert values(m["metrics"]) == {"aAcc": 0.8, "qAcc": 0.6667, "fAcc": 0.6667}
     assert values(m["categories"]["VS"]) == {"aAcc": 1.0, "qAcc": 1.0, "fAcc": 1.0}

@@ -20,7 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="evaluation output directories")
     parser.add_argument("--baseline", help="run name (directory name) to compare against; default: the first")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--no-categories", action="store_true", help="leave per-category metrics out of the table")
+    parser.add_argument(
+        "--no-categories", action="store_true", help="leave per-category metrics out of the table"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

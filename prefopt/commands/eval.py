@@ -36,15 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per benchmark)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
     parser.add_argument("--annotations", help="CHAIR: COCO instances json; AMBER: annotations.json")
-    parser.add_argument("--bbox-format", choices=("xyxy", "xywh"), default="xyxy", help="RefCOCO ground-truth boxes")
-    parser.add_argument("--box-scale", choices=("abs", "unit", "thousand"), default="abs",
-                        help="RefCOCO predicted boxes: pixels, 0-1 fractions or 0-1000")
+    parser.add_argument(
+        "--bbox-format", choices=("xyxy", "xywh"), default="xyxy", help="RefCOCO ground-truth boxes"
+    )
+    parser.add_argument(
+        "--box-scale",
+        choices=("abs", "unit", "thousand"),
+        default="abs",
+        help="RefCOCO predicted boxes: pixels, 0-1 fractions or 0-1000",
+    )
     parser.add_argument("--bootstrap-rounds", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     judge = parser.add_argument_group("LLM judge (mmhal, hallusion)")
     judge.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. https://api.deepseek.com/v1")
     judge.add_argument("--judge-model", help="judge model name")
-    judge.add_argument("--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+    judge.add_argument(
+        "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key"
+    )
 
 
 def _judge_config(args: argparse.Namespace):
@@ -64,13 +72,25 @@ def run(args: argparse.Namespace) -> int:
     from prefopt.eval.runner import evaluate
 
     opts = EvalOptions(
-        rounds=args.bootstrap_rounds, seed=args.seed, annotations=args.annotations, judge=_judge_config(args),
-        bbox_format=args.bbox_format, box_scale=args.box_scale,
+        rounds=args.bootstrap_rounds,
+        seed=args.seed,
+        annotations=args.annotations,
+        judge=_judge_config(args),
+        bbox_format=args.bbox_format,
+        box_scale=args.box_scale,
     )
     metrics = evaluate(
-        args.benchmark, args.out, opts, model=args.model, data=args.data, predictions=args.predictions,
-        image_root=args.image_root, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        family=args.family, limit=args.limit,
+        args.benchmark,
+        args.out,
+        opts,
+        model=args.model,
+        data=args.data,
+        predictions=args.predictions,
+        image_root=args.image_root,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        family=args.family,
+        limit=args.limit,
     )
     summary = {k: round(v["value"], 4) for k, v in metrics["metrics"].items()}
     print(json.dumps({"benchmark": args.benchmark, "n": metrics["n"], **summary}))

@@ -46,7 +46,10 @@ def discriminative_truth(path: str | Path) -> dict[str, dict[str, str]]:
             raise DataError("annotation needs 'id' and 'truth'", path=str(path), row=line)
         if isinstance(row["truth"], list):  # generative entry: object lists, not a yes/no label
             continue
-        out[str(row["id"])] = {"truth": normalize_yes_no(row["truth"], path, line), "type": row.get("type", "")}
+        out[str(row["id"])] = {
+            "truth": normalize_yes_no(row["truth"], path, line),
+            "type": row.get("type", ""),
+        }
     return out
 
 
@@ -62,7 +65,9 @@ class Amber(Benchmark):
         rid = str(row.get("id"))
         if known is not None and rid in known:
             return known[rid]
-        raise DataError(f"no ground truth for id {rid}: give 'truth' or --annotations", path=str(path), row=line)
+        raise DataError(
+            f"no ground truth for id {rid}: give 'truth' or --annotations", path=str(path), row=line
+        )
 
     def load_items(self, path: str | Path, opts: EvalOptions) -> list[EvalItem]:
         """Discriminative queries (generative ones, without a yes/no truth, are skipped)."""
@@ -77,26 +82,31 @@ class Amber(Benchmark):
             items.append(EvalItem(item_id(row, line, ("id",)), f"{query}\n{SHORT_ANSWER}", [image], meta))
         return items
 
+    def _answer_row(self, row: dict, path: str | Path, line: int, known: dict | None) -> dict[str, Any]:
+        truth = self._truth(row, path, line, known)
+        answer = answer_text(row, path, line)
+        return {
+            "id": item_id(row, line, ("id",)),
+            "pred": "no" if says_no(answer) else "yes",
+            "label": truth["truth"],
+            "category": truth["type"],
+        }
+
     def read_predictions(self, path: str | Path, opts: EvalOptions) -> list[dict[str, Any]]:
         """Answer rows joined with the annotations when given."""
         known = discriminative_truth(opts.annotations) if opts.annotations else None
-        out = []
-        for line, row in read_records(path):
-            truth = self._truth(row, path, line, known)
-            answer = answer_text(row, path, line)
-            out.append({"id": item_id(row, line, ("id",)), "pred": "no" if says_no(answer) else "yes",
-                        "label": truth["truth"], "category": truth["type"]})
-        return out
+        return [self._answer_row(row, path, line, known) for line, row in read_records(path)]
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
         """One answer row with its own ``truth``."""
-        truth = self._truth(row, path, line, None)
-        answer = answer_text(row, path, line)
-        return {"id": item_id(row, line, ("id",)), "pred": "no" if says_no(answer) else "yes",
-                "label": truth["truth"], "category": truth["type"]}
+        return self._answer_row(row, path, line, None)
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
         """AMBER metrics with intervals, overall and per question type."""
         kw = {"rounds": opts.rounds, "seed": opts.seed}
-        return {"benchmark": self.name, "n": len(rows), "metrics": bootstrap(rows, amber_metrics, **kw),
-                "categories": by_category(rows, amber_metrics, **kw)}
+        return {
+            "benchmark": self.name,
+            "n": len(rows),
+            "metrics": bootstrap(rows, amber_metrics, **kw),
+            "categories": by_category(rows, amber_metrics, **kw),
+        }

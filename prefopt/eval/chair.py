@@ -33,10 +33,26 @@ from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, answer_text, i
 
 DEFAULT_PROMPT = "Please describe this image in detail."
 IRREGULAR = {
-    "people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
-    "knives": "knife", "buses": "bus", "skis": "ski", "oxen": "ox", "geese": "goose",
-    "teeth": "tooth", "feet": "foot", "calves": "calf", "leaves": "leaf", "wolves": "wolf",
-    "ponies": "pony", "puppies": "puppy", "kitties": "kitty", "ladies": "lady", "babies": "baby",
+    "people": "person",
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "mice": "mouse",
+    "knives": "knife",
+    "buses": "bus",
+    "skis": "ski",
+    "oxen": "ox",
+    "geese": "goose",
+    "teeth": "tooth",
+    "feet": "foot",
+    "calves": "calf",
+    "leaves": "leaf",
+    "wolves": "wolf",
+    "ponies": "pony",
+    "puppies": "puppy",
+    "kitties": "kitty",
+    "ladies": "lady",
+    "babies": "baby",
 }
 _KEEP_S = ("ss", "us", "is")
 
@@ -92,7 +108,9 @@ def to_class(name: str, path: str | Path, line: int) -> str:
     table, _ = phrase_table()
     cls = table.get(tuple(words(name)))
     if cls is None:
-        raise DataError(f"ground-truth object '{name}' is not a COCO class or synonym", path=str(path), row=line)
+        raise DataError(
+            f"ground-truth object '{name}' is not a COCO class or synonym", path=str(path), row=line
+        )
     return cls
 
 
@@ -123,8 +141,11 @@ def chair_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
         hallu += len(bad)
         covered += len(gt & set(row["mentions"]))
         gt_total += len(gt)
-    return {"chair_s": safe_div(hallu_caps, with_obj), "chair_i": safe_div(hallu, mentions),
-            "recall": safe_div(covered, gt_total)}
+    return {
+        "chair_s": safe_div(hallu_caps, with_obj),
+        "chair_i": safe_div(hallu, mentions),
+        "recall": safe_div(covered, gt_total),
+    }
 
 
 class Chair(Benchmark):
@@ -137,8 +158,15 @@ class Chair(Benchmark):
         """Captioning questions from a COCO instances json or a JSONL with ground-truth objects."""
         if Path(path).suffix.lower() == ".json":
             objects, files = coco_objects(path)
-            return [EvalItem(i, DEFAULT_PROMPT, [files[i]], {"image_id": i, "image": files[i],
-                    "objects": sorted(objects[i])}) for i in files]
+            return [
+                EvalItem(
+                    i,
+                    DEFAULT_PROMPT,
+                    [files[i]],
+                    {"image_id": i, "image": files[i], "objects": sorted(objects[i])},
+                )
+                for i in files
+            ]
         known = coco_objects(opts.annotations)[0] if opts.annotations else None
         items = []
         for line, row in read_jsonl(path):
@@ -146,17 +174,28 @@ class Chair(Benchmark):
             if "image" not in row:
                 raise DataError("missing key 'image'", path=str(path), row=line)
             meta = {"image_id": row.get("image_id"), "image": row["image"], "objects": gt}
-            items.append(EvalItem(item_id(row, line, ("image_id", "id")), row.get("prompt", DEFAULT_PROMPT),
-                                  [row["image"]], meta))
+            items.append(
+                EvalItem(
+                    item_id(row, line, ("image_id", "id")),
+                    row.get("prompt", DEFAULT_PROMPT),
+                    [row["image"]],
+                    meta,
+                )
+            )
         return items
 
-    def _ground_truth(self, row: dict, path: str | Path, line: int, known: dict[str, set[str]] | None) -> list:
+    def _ground_truth(
+        self, row: dict, path: str | Path, line: int, known: dict[str, set[str]] | None
+    ) -> list:
         if isinstance(row.get("objects"), list):
             return sorted({to_class(str(o), path, line) for o in row["objects"]})
         if known is not None and str(row.get("image_id")) in known:
             return sorted(known[str(row["image_id"])])
-        raise DataError("no ground truth: give 'objects' or an 'image_id' found in --annotations",
-                        path=str(path), row=line)
+        raise DataError(
+            "no ground truth: give 'objects' or an 'image_id' found in --annotations",
+            path=str(path),
+            row=line,
+        )
 
     def read_predictions(self, path: str | Path, opts: EvalOptions) -> list[dict[str, Any]]:
         """Caption rows, ground truth resolved through ``--annotations`` when rows lack ``objects``."""
@@ -164,15 +203,25 @@ class Chair(Benchmark):
         out = []
         for line, row in read_jsonl(path):
             caption = row["caption"] if isinstance(row.get("caption"), str) else answer_text(row, path, line)
-            out.append({"id": item_id(row, line, ("id", "image_id")), "caption": caption,
-                        "mentions": mentioned_objects(caption), "gt": self._ground_truth(row, path, line, known)})
+            out.append(
+                {
+                    "id": item_id(row, line, ("id", "image_id")),
+                    "caption": caption,
+                    "mentions": mentioned_objects(caption),
+                    "gt": self._ground_truth(row, path, line, known),
+                }
+            )
         return out
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
         """One caption row (ground truth from ``objects``)."""
         caption = answer_text(row, path, line)
-        return {"id": item_id(row, line), "caption": caption, "mentions": mentioned_objects(caption),
-                "gt": self._ground_truth(row, path, line, None)}
+        return {
+            "id": item_id(row, line),
+            "caption": caption,
+            "mentions": mentioned_objects(caption),
+            "gt": self._ground_truth(row, path, line, None),
+        }
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
         """CHAIR metrics with intervals; per-caption mentions go to ``chair_details.jsonl``."""

@@ -63,9 +63,11 @@ def hallusion_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
         f = _group(r, "category", "subcategory", "set_id", "figure_id")
         questions[q] = questions.get(q, True) and r["correct"]
         figures[f] = figures.get(f, True) and r["correct"]
-    return {"aAcc": safe_div(sum(r["correct"] for r in rows), len(rows)),
-            "qAcc": safe_div(sum(questions.values()), len(questions)),
-            "fAcc": safe_div(sum(figures.values()), len(figures))}
+    return {
+        "aAcc": safe_div(sum(r["correct"] for r in rows), len(rows)),
+        "qAcc": safe_div(sum(questions.values()), len(questions)),
+        "fAcc": safe_div(sum(figures.values()), len(figures)),
+    }
 
 
 class HallusionBench(Benchmark):
@@ -81,13 +83,17 @@ class HallusionBench(Benchmark):
             meta = self._keys(row, path, line)
             meta["filename"] = row.get("filename")
             images = [row["filename"]] if row.get("filename") else []
-            rid = "_".join(str(meta[k]) for k in ("category", "subcategory", "set_id", "figure_id", "question_id"))
+            rid = "_".join(
+                str(meta[k]) for k in ("category", "subcategory", "set_id", "figure_id", "question_id")
+            )
             items.append(EvalItem(rid, f"{meta['question']}\n{SHORT_ANSWER}", images, meta))
         return items
 
     def _keys(self, row: dict[str, Any], path: str | Path, line: int) -> dict[str, Any]:
-        keys = {k: str(first(row, (k,), path, line)) for k in
-                ("category", "subcategory", "set_id", "figure_id", "question_id", "question")}
+        keys = {
+            k: str(first(row, (k,), path, line))
+            for k in ("category", "subcategory", "set_id", "figure_id", "question_id", "question")
+        }
         keys["gt_answer"] = normalize_yes_no(first(row, ("gt_answer",), path, line), path, line)
         keys["gt_answer_details"] = str(row.get("gt_answer_details") or "")
         return keys
@@ -103,17 +109,28 @@ class HallusionBench(Benchmark):
         """Mark each answer correct (judge or yes/no rule), then aAcc/qAcc/fAcc with intervals."""
         result: dict[str, Any] = {"benchmark": self.name, "n": len(rows)}
         if opts.judge is not None:
-            prompts = [TEMPLATE.format(question=r["question"], gt=r["gt_answer"], details=r["gt_answer_details"],
-                                       answer=r["answer"]) for r in rows]
-            replies, result["judge"] = ask_judge(opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM,
-                                                 out_dir=out_dir)
+            prompts = [
+                TEMPLATE.format(
+                    question=r["question"],
+                    gt=r["gt_answer"],
+                    details=r["gt_answer_details"],
+                    answer=r["answer"],
+                )
+                for r in rows
+            ]
+            replies, result["judge"] = ask_judge(
+                opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM, out_dir=out_dir
+            )
             for row, reply in zip(rows, replies, strict=True):
                 row["correct"] = judged_correct(reply)
         else:
             for row in rows:
                 row["correct"] = ("no" if says_no(row["answer"]) else "yes") == row["gt_answer"]
-        kw = {"rounds": opts.rounds, "seed": opts.seed, "group": lambda r: (r["category"], r["subcategory"],
-                                                                             r["set_id"])}
+        kw = {
+            "rounds": opts.rounds,
+            "seed": opts.seed,
+            "group": lambda r: (r["category"], r["subcategory"], r["set_id"]),
+        }
         result["correctness"] = "judge" if opts.judge is not None else "yes/no rule"
         result["metrics"] = bootstrap(rows, hallusion_metrics, **kw)
         result["categories"] = by_category(rows, hallusion_metrics, **kw)

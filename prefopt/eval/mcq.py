@@ -116,8 +116,14 @@ class MultipleChoice(Benchmark):
             meta = {"question": question, "options": options, "answer": answer}
             if _present(row.get("category")):
                 meta["category"] = row["category"]
-            items.append(EvalItem(item_id(row, line, ("index", "id", "question_id")), "\n".join(lines),
-                                  _image(row, tsv, path, line), meta))
+            items.append(
+                EvalItem(
+                    item_id(row, line, ("index", "id", "question_id")),
+                    "\n".join(lines),
+                    _image(row, tsv, path, line),
+                    meta,
+                )
+            )
         return items
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
@@ -125,8 +131,11 @@ class MultipleChoice(Benchmark):
         answer = first(row, ("text", "prediction", "response"), path, line)
         gold = str(first(row, ("answer", "gt_answer"), path, line)).strip()
         options = parse_options(row, path, line) or None
-        parsed = {"id": item_id(row, line, ("id", "index")), "pred": extract_letter(str(answer), options),
-                  "answer": gold}
+        parsed = {
+            "id": item_id(row, line, ("id", "index")),
+            "pred": extract_letter(str(answer), options),
+            "answer": gold,
+        }
         if _present(row.get("category")):
             parsed["category"] = str(row["category"])
         return parsed
@@ -134,6 +143,10 @@ class MultipleChoice(Benchmark):
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
         """Accuracy with intervals, overall and per category."""
         kw = {"rounds": opts.rounds, "seed": opts.seed}
-        return {"benchmark": self.name, "n": len(rows),
-                "n_unparsed": sum(r["pred"] is None for r in rows),
-                "metrics": bootstrap(rows, mcq_metrics, **kw), "categories": by_category(rows, mcq_metrics, **kw)}
+        return {
+            "benchmark": self.name,
+            "n": len(rows),
+            "n_unparsed": sum(r["pred"] is None for r in rows),
+            "metrics": bootstrap(rows, mcq_metrics, **kw),
+            "categories": by_category(rows, mcq_metrics, **kw),
+        }

@@ -58,8 +58,10 @@ def parse_rating(reply: str | None) -> int | None:
 def mmhal_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Mean rating and share of ratings below 3, over rows that have a rating."""
     rated = [r["rating"] for r in rows if r["rating"] is not None]
-    return {"score": safe_div(sum(rated), len(rated)),
-            "hallucination_rate": safe_div(sum(x < 3 for x in rated), len(rated))}
+    return {
+        "score": safe_div(sum(rated), len(rated)),
+        "hallucination_rate": safe_div(sum(x < 3 for x in rated), len(rated)),
+    }
 
 
 def _contents(value: Any) -> str:
@@ -78,26 +80,47 @@ class MMHal(Benchmark):
         for line, row in read_records(path):
             question = first(row, ("question",), path, line)
             image = row.get("image") or str(first(row, ("image_src",), path, line)).rsplit("/", 1)[-1]
-            meta = {"image": image, "question": question, "gt_answer": first(row, ("gt_answer",), path, line),
-                    "image_content": row.get("image_content", []), "question_type": row.get("question_type")}
+            meta = {
+                "image": image,
+                "question": question,
+                "gt_answer": first(row, ("gt_answer",), path, line),
+                "image_content": row.get("image_content", []),
+                "question_type": row.get("question_type"),
+            }
             items.append(EvalItem(item_id(row, line), str(question), [image], meta))
         return items
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
         """A record with question, standard answer, image contents and the model's answer."""
         answer = str(first(row, ("text", "model_answer"), path, line))
-        return {"id": item_id(row, line), "question": str(first(row, ("question",), path, line)),
-                "gt_answer": str(first(row, ("gt_answer",), path, line)), "answer": answer,
-                "image_content": _contents(row.get("image_content")), "category": row.get("question_type")}
+        return {
+            "id": item_id(row, line),
+            "question": str(first(row, ("question",), path, line)),
+            "gt_answer": str(first(row, ("gt_answer",), path, line)),
+            "answer": answer,
+            "image_content": _contents(row.get("image_content")),
+            "category": row.get("question_type"),
+        }
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
         """Judge every answer, then the mean rating and hallucination rate with intervals."""
-        prompts = [TEMPLATE.format(contents=r["image_content"], question=r["question"], gt=r["gt_answer"],
-                                   answer=r["answer"]) for r in rows]
-        replies, stats = ask_judge(opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM, out_dir=out_dir)
+        prompts = [
+            TEMPLATE.format(
+                contents=r["image_content"], question=r["question"], gt=r["gt_answer"], answer=r["answer"]
+            )
+            for r in rows
+        ]
+        replies, stats = ask_judge(
+            opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM, out_dir=out_dir
+        )
         for row, reply in zip(rows, replies, strict=True):
             row["rating"] = parse_rating(reply)
         kw = {"rounds": opts.rounds, "seed": opts.seed}
-        return {"benchmark": self.name, "n": len(rows), "n_unrated": sum(r["rating"] is None for r in rows),
-                "metrics": bootstrap(rows, mmhal_metrics, **kw), "categories": by_category(rows, mmhal_metrics, **kw),
-                "judge": stats}
+        return {
+            "benchmark": self.name,
+            "n": len(rows),
+            "n_unrated": sum(r["rating"] is None for r in rows),
+            "metrics": bootstrap(rows, mmhal_metrics, **kw),
+            "categories": by_category(rows, mmhal_metrics, **kw),
+            "judge": stats,
+        }

@@ -56,8 +56,10 @@ def predicted_box(answer: str, scale: str, size: tuple[float, float] | None) -> 
 
 def grounding_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Acc@IoU>=0.5 and mean IoU of rows holding ``iou``."""
-    return {"acc_iou50": safe_div(sum(r["iou"] >= 0.5 for r in rows), len(rows)),
-            "mean_iou": safe_div(sum(r["iou"] for r in rows), len(rows))}
+    return {
+        "acc_iou50": safe_div(sum(r["iou"] >= 0.5 for r in rows), len(rows)),
+        "mean_iou": safe_div(sum(r["iou"] for r in rows), len(rows)),
+    }
 
 
 class RefCOCO(Benchmark):
@@ -72,8 +74,12 @@ class RefCOCO(Benchmark):
         for line, row in read_jsonl(path):
             sent = first(row, ("sent", "sentence", "expression", "text", "question"), path, line)
             image = first(row, ("image",), path, line)
-            meta = {"image": image, "sent": sent, "bbox": gt_box(row, opts.bbox_format, path, line),
-                    "bbox_format": "xyxy"}
+            meta = {
+                "image": image,
+                "sent": sent,
+                "bbox": gt_box(row, opts.bbox_format, path, line),
+                "bbox_format": "xyxy",
+            }
             for key in ("width", "height"):
                 if row.get(key) is not None:
                     meta[key] = row[key]
@@ -94,5 +100,9 @@ class RefCOCO(Benchmark):
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
         """Grounding accuracy with intervals."""
-        return {"benchmark": self.name, "n": len(rows), "n_unparsed": sum(not r["parsed"] for r in rows),
-                "metrics": bootstrap(rows, grounding_metrics, rounds=opts.rounds, seed=opts.seed)}
+        return {
+            "benchmark": self.name,
+            "n": len(rows),
+            "n_unparsed": sum(not r["parsed"] for r in rows),
+            "metrics": bootstrap(rows, grounding_metrics, rounds=opts.rounds, seed=opts.seed),
+        }

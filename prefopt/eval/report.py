@@ -27,8 +27,11 @@ def load_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     if (run / "metrics.json").is_file():
         data = _metrics(run / "metrics.json")
         return {str(data.get("benchmark") or run.name): data}
-    found = {sub.name: _metrics(sub / "metrics.json") for sub in sorted(run.iterdir())
-             if (sub / "metrics.json").is_file()}
+    found = {
+        sub.name: _metrics(sub / "metrics.json")
+        for sub in sorted(run.iterdir())
+        if (sub / "metrics.json").is_file()
+    }
     if not found:
         raise DataError("no metrics.json here or in its subdirectories", path=str(run))
     return found
@@ -110,8 +113,10 @@ def markdown_table(table: dict) -> str:
         cells = [row["benchmark"], row["metric"]] + [_cell(row["runs"][n]) for n in names]
         cells += [_delta(row["runs"][n], row["runs"][base])[0] for n in others]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("Values are point estimates with bootstrap 95 % intervals. Δ marked * when the two intervals "
-            "do not overlap; (n.s.) when they overlap (not significant).")
+    note = (
+        "Values are point estimates with bootstrap 95 % intervals. Δ marked * when the two intervals "
+        "do not overlap; (n.s.) when they overlap (not significant)."
+    )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
@@ -161,7 +166,9 @@ def compare_runs(
     if baseline is None:
         baseline = names[0]
     if baseline not in runs:
-        matches = [n for n, d in zip(names, run_dirs, strict=True) if str(d).rstrip("/") == baseline.rstrip("/")]
+        matches = [
+            n for n, d in zip(names, run_dirs, strict=True) if str(d).rstrip("/") == baseline.rstrip("/")
+        ]
         if not matches:
             raise PrefoptError(f"baseline '{baseline}' is not one of the runs {names}")
         baseline = matches[0]

@@ -90,7 +90,9 @@ def generate_predictions(
     pred_path = out_dir / PREDICTIONS
     done = finished_ids(pred_path)
     todo = [it for it in items if it.id not in done]
-    logger.info("%s: %d questions, %d already answered, %d to go", bench.name, len(items), len(done), len(todo))
+    logger.info(
+        "%s: %d questions, %d already answered, %d to go", bench.name, len(items), len(done), len(todo)
+    )
     if todo:
         adapter = _load(model_dir, family)
         budget = max_new_tokens or bench.max_new_tokens
@@ -111,7 +113,9 @@ def _load(model_dir: str, family: str | None) -> Any:
     return adapter
 
 
-def _answer_batches(adapter: Any, items: Sequence[EvalItem], image_root: str | None, batch_size: int, budget: int):
+def _answer_batches(
+    adapter: Any, items: Sequence[EvalItem], image_root: str | None, batch_size: int, budget: int
+):
     """Yield ``(batch, answers)``: left-padded prompts, greedy decoding, only the new tokens decoded."""
     import torch
     from tqdm.auto import tqdm
@@ -198,8 +202,14 @@ def evaluate(
         items = bench.load_items(data, opts)[: limit or None]
         _check_unique(items, data)
         counts = generate_predictions(
-            bench, items, model, out, image_root=image_root, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, family=family,
+            bench,
+            items,
+            model,
+            out,
+            image_root=image_root,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            family=family,
         )
         pred_path = out / PREDICTIONS
     elif predictions is not None:
@@ -211,8 +221,17 @@ def evaluate(
         raise PrefoptError("give --model (with --data) to generate, or --predictions to score a file")
     metrics = score_predictions(bench, pred_path, out, opts)
     info = run_info(
-        bench, opts, model=model, family=family, data=data, predictions=str(pred_path), image_root=image_root,
-        batch_size=batch_size, max_new_tokens=max_new_tokens or bench.max_new_tokens, limit=limit, **counts,
+        bench,
+        opts,
+        model=model,
+        family=family,
+        data=data,
+        predictions=str(pred_path),
+        image_root=image_root,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens or bench.max_new_tokens,
+        limit=limit,
+        **counts,
     )
     (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return metrics
