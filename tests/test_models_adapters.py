@@ -242,3 +242,19 @@ def test_qwen_video_from_file_path(adapters, tmp_path):
     assert int((batch["input_ids"] == qwen.model.config.video_token_id).sum()) > 0
     with pytest.raises(ModelError, match="no frames"):
         qwen.encode_prompts(prompt, None, [[[]]])
+
+
+def test_qwen_batches_carry_mm_token_types_for_3d_positions(adapters):
+    """Dropping ``mm_token_type_ids`` changes Qwen2.5-VL's rope positions, hence the logits."""
+    qwen = adapters["qwen2_5_vl"]
+    assert "mm_token_type_ids" in qwen.image_input_keys
+    batch = qwen.encode_prompts([[user_message("Shapes?", 1)]], [[_image(112, 56)]])
+    is_image = batch["input_ids"] == qwen.image_token_ids[0]
+    assert (batch["mm_token_type_ids"][is_image] != 0).all() and (
+        batch["mm_token_type_ids"][~is_image] == 0
+    ).all()
+    with torch.no_grad():
+        full = qwen.model(**batch).logits
+        qwen.model.model.rope_deltas = None
+        flat = qwen.model(**{k: v for k, v in batch.items() if k != "mm_token_type_ids"}).logits
+    assert not torch.allclose(full[:, -1], flat[:, -1])

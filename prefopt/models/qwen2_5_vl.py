@@ -137,13 +137,18 @@ class Qwen25VLAdapter(VLMAdapter):
 
     @property
     def image_input_keys(self) -> tuple[str, ...]:
-        """Image and video tensors produced by the processor."""
+        """Image/video tensors, plus the per-token ``mm_token_type_ids`` that 3-D (mrope) positions need.
+
+        Without ``mm_token_type_ids`` transformers 5 silently falls back to 1-D positions, so collators
+        must carry it (padded like ``input_ids``).
+        """
         return (
             "pixel_values",
             "image_grid_thw",
             "pixel_values_videos",
             "video_grid_thw",
             "second_per_grid_ts",
+            "mm_token_type_ids",
         )
 
     @property
