@@ -140,6 +140,30 @@ def test_tokens_added_in_memory_merge_into_plain_base(tiny_qwen_dir, tmp_path):
         torch.testing.assert_close(merged.model(**batch).logits, expected, rtol=0, atol=1e-4)
 
 
+def test_tied_embeddings_train_and_merge(tiny_dir, tmp_path):
+    """A checkpoint with a tied LM head: one set of trainable rows drives both ends, and the merge agrees."""
+    adapter = _load(tiny_dir)
+    adapter.model.config.tie_word_embeddings = True
+    adapter.model.lm_head.weight = adapter.model.get_input_embeddings().weight
+    tied_dir = save_model_dir(adapter.model, adapter.processor, tmp_path / "tied")
+    adapter = _load(tied_dir)
+    model = adapter.model
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    ids = list(add_special_tokens(adapter, REVERSE_TOKENS).values())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    peft_model = apply_lora(adapter, SETTINGS, new_token_ids=ids)
+    batch = _batch(adapter)
+    _train(peft_model, batch, steps=2)
+    save_adapter(peft_model, adapter.processor, tmp_path / "adapter")
+    with torch.no_grad():
+        expected = peft_model(**batch).logits
+    merge_lora(tmp_path / "adapter", str(tied_dir), tmp_path / "merged")
+    merged = _load(tmp_path / "merged").model
+    assert merged.get_output_embeddings().weight is merged.get_input_embeddings().weight
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-4)
+
+
 def test_merge_refuses_mismatch(tiny_model_dirs, token_bases, tmp_path):
     _train_and_save(token_bases["llava"], tmp_path / "adapter")
     with pytest.raises(ModelError, match="trained on"):
@@ -219,5 +243,10 @@ def test_merge_lora_cli(token_bases, tmp_path, capsys):
     assert "merged model saved" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").is_file() and config["text_config"]["vocab_size"] >= 1478
+    assert config["dtype"] == "bfloat16"
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     assert main(["merge-lora", "--adapter", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "adapter_config.json" in capsys.readouterr().err

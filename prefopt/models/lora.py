@@ -283,6 +283,17 @@ def _load_adapter_processor(adapter_dir: Path) -> Any | None:
         raise ModelError(f"{adapter_dir}: the saved processor/tokenizer cannot be loaded ({err})") from err
 
 
+def _saved_dtype(base: str) -> Any:
+    """The dtype the base checkpoint declares (float32 when it declares none)."""
+    import torch
+    from transformers import AutoConfig
+
+    declared = getattr(AutoConfig.from_pretrained(base), "dtype", None)
+    if isinstance(declared, str):
+        declared = getattr(torch, declared, None)
+    return declared if isinstance(declared, torch.dtype) else torch.float32
+
+
 def merge_lora(
     adapter_dir: str | Path,
     base: str | None,
@@ -290,7 +301,10 @@ def merge_lora(
     dtype: str | None = None,
     allow_other_base: bool = False,
 ) -> Path:
-    """Merge a LoRA adapter (with token rows, saved modules, vision LoRA) into its full-precision base; save to ``out``."""
+    """Merge a LoRA adapter (token rows, saved modules, vision LoRA) into its full-precision base; save to ``out``.
+
+    ``dtype`` is the dtype of the saved weights; by default the one the base checkpoint declares.
+    """
     import torch
     from peft import PeftModel
 
@@ -306,7 +320,9 @@ def merge_lora(
         raise ModelError(f"{adapter_dir}: adapter_config.json names no base model; pass --base")
     check_base_name(recorded, str(base), allow_other_base)
     # Never quantised here: a QLoRA adapter merges into the full-precision weights of the same base.
-    base_adapter = load_adapter(str(base), dtype=dtype or "auto")
+    # The merge itself runs in float32 so that W + BA is not rounded twice; the result is cast afterwards.
+    save_dtype = getattr(torch, dtype) if dtype else _saved_dtype(str(base))
+    base_adapter = load_adapter(str(base), dtype="float32")
     processor = _load_adapter_processor(adapter_dir)
     if processor is not None:
         reconcile_tokens(base_adapter, getattr(processor, "tokenizer", processor), adapter_dir)
@@ -317,8 +333,7 @@ def merge_lora(
     except (RuntimeError, ValueError, KeyError) as err:
         raise ModelError(f"{adapter_dir}: cannot load the adapter onto {base}: {err}") from err
     merged = peft_model.merge_and_unload()
-    if dtype is not None:
-        merged = merged.to(getattr(torch, dtype))
+    merged = merged.to(save_dtype)
     sync_vocab_size(merged)
     merged.config.name_or_path = str(out)
     save_model_dir(merged, processor or base_adapter.processor, out)
