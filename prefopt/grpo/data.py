@@ -2,7 +2,7 @@
 
 Each row holds ``prompt`` (a conversational user turn built by ``prefopt.grpo.prompts.build_prompt`` with one
 image placeholder per image), ``images`` (decoded lazily by ``datasets.Image``), and the columns the reward
-functions read: ``solution``, ``problem_type``, ``problem``, ``data_type`` and ``id``.
+functions read: ``solution``, ``problem_type``, ``problem``, ``options``, ``data_type`` and ``id``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def example_row(example: Any, template: str) -> dict[str, Any]:
         "prompt": [user_message(text, n_images=len(example.images))],
         "images": [_image_value(img) for img in example.images],
         "problem": example.problem,
+        "options": [str(o) for o in example.options],
         "solution": example.solution or "",
         "problem_type": example.problem_type or "free-form",
         "data_type": example.data_type or "image",
@@ -70,6 +71,7 @@ def build_dataset(examples: list[Any], template: str, max_samples: int | None = 
                         "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}],
             "images": datasets.List(datasets.Image()),
             "problem": datasets.Value("string"),
+            "options": datasets.List(datasets.Value("string")),
             "solution": datasets.Value("string"),
             "problem_type": datasets.Value("string"),
             "data_type": datasets.Value("string"),

@@ -177,7 +177,7 @@ class GroundedGRPOTrainer(GRPOTrainer):
             if callable(stats):
                 for key, value in stats().items():
                     if isinstance(value, int | float):
-                        logs[key if key.startswith("judge/") else f"judge/{key}"] = float(value)
+                        logs[key if "/" in key else f"judge/{key}"] = float(value)
         super().log(logs, start_time)
 
 
