@@ -19,6 +19,7 @@ HELP = "supervised fine-tuning (cold start) on LLaVA conversations, assistant to
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/gwys/ and recipes/tiny/)")
     parser.add_argument("--convert", choices=["none", "four_stage"], help="rewrite LLaVA-CoT answers (data.convert)")
+    parser.add_argument("--reverse", action="store_true", help="REVERSE hallucination-aware labels (sets reverse=true)")
     parser.add_argument("--resume", action="store_true", help="resume from the newest checkpoint of output_dir")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
 
@@ -31,9 +32,18 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.convert:
         overrides.append(f"data.convert={args.convert}")
+    if args.reverse:
+        overrides.append("reverse=true")
     recipe = load_recipe(args.config, overrides)
     out_dir = recipe.training_args()["output_dir"]
-    trainer = build_trainer(recipe)
+    adapter = None
+    if recipe.reverse:
+        # With LoRA the added tag rows only learn when named as new tokens (peft trainable_token_indices).
+        from prefopt.models.tokens import REVERSE_TOKENS
+        from prefopt.training.common import prepare_policy
+
+        adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS)
+    trainer = build_trainer(recipe, adapter)
     write_run_config(recipe, out_dir)
     trainer.train(resume_from_checkpoint=last_checkpoint(out_dir) if args.resume else None)
     trainer.save_model(out_dir)

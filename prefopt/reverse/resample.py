@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefopt.data.schema import message_text
 from prefopt.reverse.masking import reverse_token_ids
 
 _TAG_RE = re.compile(r"<SPAN>|</CN>|</UN>")
