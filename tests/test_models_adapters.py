@@ -258,3 +258,19 @@ def test_qwen_batches_carry_mm_token_types_for_3d_positions(adapters):
         qwen.model.model.rope_deltas = None
         flat = qwen.model(**{k: v for k, v in batch.items() if k != "mm_token_type_ids"}).logits
     assert not torch.allclose(full[:, -1], flat[:, -1])
+
+
+def test_load_options_and_template_fallback(tiny_llava_dir, tmp_path):
+    adapter = load_adapter(str(tiny_llava_dir), dtype="bfloat16", attn_implementation="eager")
+    assert adapter.model.dtype == torch.bfloat16
+    assert adapter.model.config.get_text_config()._attn_implementation == "eager"
+    with pytest.raises(ModelError, match="dtype 'fp8'"):
+        load_adapter(str(tiny_llava_dir), dtype="fp8")
+    bare = tmp_path / "no-template"
+    shutil.copytree(tiny_llava_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    processor_only = load_adapter(str(bare), load_model=False)
+    assert processor_only.processor.chat_template == processor_only.chat_template
+    (bare / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="no model weights"):
+        load_adapter(str(bare))

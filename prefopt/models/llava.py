@@ -67,6 +67,7 @@ class LlavaAdapter(VLMAdapter):
             quantization=quantization,
             trust_remote_code=trust_remote_code,
             load_model=load_model,
+            chat_template=cls.chat_template,
         )
         return cls(model, processor, name_or_path)
 

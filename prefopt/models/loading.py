@@ -80,8 +80,13 @@ def load_pretrained(
     quantization: str | None = None,
     trust_remote_code: bool = False,
     load_model: bool = True,
+    chat_template: str | None = None,
 ) -> tuple[Any, Any]:
-    """Load ``(model, processor)`` with the Auto classes; ``model`` is None when ``load_model`` is False."""
+    """Load ``(model, processor)`` with the Auto classes; ``model`` is None when ``load_model`` is False.
+
+    ``chat_template`` is installed on processors that ship none (base checkpoints), so that trainers
+    rendering prompts through the processor work.
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -93,6 +98,8 @@ def load_pretrained(
         processor = AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
         raise ModelError(f"{name_or_path}: cannot load the processor ({err})") from err
+    if chat_template and not getattr(processor, "chat_template", None):
+        processor.chat_template = chat_template
     if not load_model:
         return None, processor
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)

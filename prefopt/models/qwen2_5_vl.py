@@ -87,6 +87,7 @@ class Qwen25VLAdapter(VLMAdapter):
             quantization=quantization,
             trust_remote_code=trust_remote_code,
             load_model=load_model,
+            chat_template=cls.chat_template,
         )
         adapter = cls(model, processor, name_or_path)
         adapter.video_max_pixels = video_max_pixels
