@@ -125,9 +125,22 @@ def write_outputs(
     return {"selected": selected, "stats": stats_path, "plot": plot}
 
 
+def raw_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The input rows exactly as written (JSON list or JSONL), so the kept subset keeps the input layout."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if path.suffix == ".json":
+        return json.loads(text)
+    from prefopt.data.loaders import load_rows
+
+    # other formats go through the shared loader, which fills absent columns with None: drop those again
+    return [{k: v for k, v in dict(r).items() if v is not None} for r in load_rows(str(path))]
+
+
 def run_selection(recipe: Any, k: int, keep: float, out_dir: str | Path, adapter: Any = None) -> dict[str, Path]:
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
-    from prefopt.data.loaders import load_rows
     from prefopt.grpo.data import load_dataset_for_recipe
     from prefopt.grpo.trainer import build_reward_funcs
     from prefopt.training.common import prepare_policy
@@ -135,7 +148,7 @@ def run_selection(recipe: Any, k: int, keep: float, out_dir: str | Path, adapter
     if k < 2:
         raise PrefoptError(f"--k must be at least 2 (a variance needs two rewards), got {k}")
     dataset = load_dataset_for_recipe(recipe.data)
-    raw_rows = [dict(r) for r in load_rows(recipe.data.path)][: len(dataset)]
+    rows_as_written = raw_rows(recipe.data.path)[: len(dataset)]
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
     funcs, weights = build_reward_funcs(recipe)
@@ -146,4 +159,4 @@ def run_selection(recipe: Any, k: int, keep: float, out_dir: str | Path, adapter
     rewards = [score_responses(funcs, weights, row, resp) for row, resp in zip(rows, responses, strict=True)]
     stats = reward_stats(rewards)
     kept, cut = select_by_variance(stats, keep)
-    return write_outputs(out_dir, raw_rows, [r["id"] for r in rows], rewards, stats, kept, cut)
+    return write_outputs(out_dir, rows_as_written, [r["id"] for r in rows], rewards, stats, kept, cut)
