@@ -111,3 +111,20 @@ def test_eval_needs_data_and_unique_ids(tiny_qwen_dir, pope_file, tmp_path, caps
     dup.write_text(data.read_text().splitlines()[0] + "\n" + data.read_text().splitlines()[0] + "\n")
     assert _eval(tiny_qwen_dir, dup, root, tmp_path / "o2") == 2
     assert "duplicate question id '0'" in capsys.readouterr().err
+
+
+def test_refcoco_records_image_size_for_relative_boxes(tiny_qwen_dir, pope_file, tmp_path):
+    """Relative boxes need the image size; generation stores it from the loaded image (40 x 32)."""
+    _, root = pope_file
+    data = tmp_path / "refcoco.jsonl"
+    data.write_text(json.dumps({"image": "0.png", "sent": "the red square", "bbox": [0, 0, 20, 16]}) + "\n")
+    out = tmp_path / "ref"
+    args = ["eval", "refcoco", "--model", str(tiny_qwen_dir), "--data", str(data), "--image-root", str(root)]
+    assert main([*args, "--out", str(out), "--box-scale", "unit", "--max-new-tokens", "2"]) == 0
+    row = json.loads((out / "predictions.jsonl").read_text())
+    assert (row["width"], row["height"]) == (40, 32) and row["bbox"] == [0.0, 0.0, 20.0, 16.0]
+    # the same row answered with a relative box covering the top-left quarter scores IoU 1
+    (tmp_path / "p.jsonl").write_text(json.dumps({**row, "text": "[0, 0, 0.5, 0.5]"}) + "\n")
+    args = ["eval", "refcoco", "--predictions", str(tmp_path / "p.jsonl"), "--box-scale", "unit"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["metrics"]["acc_iou50"]["value"] == 1.0

@@ -87,6 +87,13 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
     assert len((out / "judgements.jsonl").read_text().splitlines()) == 4
     info = json.loads((out / "run_info.json").read_text())
     assert info["options"]["judge"]["api_key_env"] == "FAKE_JUDGE_KEY"
+    # scoring again reuses the verdicts cached under OUT/judge_cache: no new judge calls
+    with JudgeServer(answer=mmhal_answer) as server:
+        args = ["eval", "mmhal", "--predictions", str(preds), "--out", str(out)]
+        assert main([*args, "--judge-url", server.base_url, "--judge-model", "fake"]) == 0
+        assert server.requests == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["metrics"] == m["metrics"] and again["judge"]["judge/cache_hits"] == 4.0
 
 
 def test_mmhal_without_judge_is_a_clear_error(tmp_path, capsys):
@@ -133,4 +140,6 @@ def test_hallusion_with_judge(tmp_path):
         parsed = [bench.parse_prediction(r, "h.jsonl", i + 1, opts) for i, r in enumerate(rows)]
         m = bench.score(parsed, opts, tmp_path)
     assert {k: v["value"] for k, v in m["metrics"].items()} == {"aAcc": 0.75, "qAcc": 0.5, "fAcc": 0.5}
-    assert m["correctness"] == "judge" and m["judge"]["judge/calls"] == 4.0
+    assert m["correctness"] == "judge"
+    # three of the four prompts are identical: asked once, then answered from the run's judge cache
+    assert m["judge"]["judge/calls"] + m["judge"]["judge/cache_hits"] == 4.0

@@ -262,3 +262,30 @@ def test_hallusion_rule_based(tmp_path):
     assert values(m["metrics"]) == {"aAcc": 0.8, "qAcc": 0.6667, "fAcc": 0.6667}
     assert values(m["categories"]["VS"]) == {"aAcc": 1.0, "qAcc": 1.0, "fAcc": 1.0}
     assert m["correctness"] == "yes/no rule"
+
+
+def test_record_layouts_are_read_from_content(tmp_path):
+    """POPE ships JSONL named *.json; MMHal ships a JSON list; both score, and the copy kept is JSONL."""
+    from prefopt.cli import main
+
+    jsonl_named_json = tmp_path / "coco_pope_adversarial.json"
+    jsonl_named_json.write_text("".join(json.dumps(r) + "\n" for r in POPE_ROWS))
+    m = score("pope", jsonl_named_json)
+    assert m["n"] == 6
+    questions = tmp_path / "coco_pope_adversarial_questions.json"
+    questions.write_text(
+        json.dumps({"question_id": 1, "image": "a.jpg", "text": "Is there a dog?", "label": "no"})
+    )
+    items = get_benchmark("pope").load_items(questions, OPTS)
+    assert {it.meta["category"] for it in items} == {"adversarial"}  # split taken from the file name
+    as_list = tmp_path / "answers.json"
+    as_list.write_text(json.dumps(POPE_ROWS))
+    out = tmp_path / "out"
+    assert main(["eval", "pope", "--predictions", str(as_list), "--out", str(out)]) == 0
+    copied = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert copied == POPE_ROWS
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["f1"]["value"] == pytest.approx(2 / 3)
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"text": "yes", "label": "yes"},\n {"text": }]')
+    with pytest.raises(DataError, match=r"broken.json, row 2: invalid JSON"):
+        score("pope", broken)

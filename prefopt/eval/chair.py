@@ -29,7 +29,15 @@ from typing import Any
 from prefopt.errors import DataError
 from prefopt.eval.bootstrap import bootstrap, safe_div
 from prefopt.eval.coco_synonyms import COCO_SYNONYMS
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, answer_text, item_id, read_json, read_jsonl
+from prefopt.eval.common import (
+    Benchmark,
+    EvalItem,
+    EvalOptions,
+    answer_text,
+    item_id,
+    read_json,
+    read_records,
+)
 
 DEFAULT_PROMPT = "Please describe this image in detail."
 IRREGULAR = {
@@ -169,7 +177,7 @@ class Chair(Benchmark):
             ]
         known = coco_objects(opts.annotations)[0] if opts.annotations else None
         items = []
-        for line, row in read_jsonl(path):
+        for line, row in read_records(path):
             gt = self._ground_truth(row, path, line, known)
             if "image" not in row:
                 raise DataError("missing key 'image'", path=str(path), row=line)
@@ -201,7 +209,7 @@ class Chair(Benchmark):
         """Caption rows, ground truth resolved through ``--annotations`` when rows lack ``objects``."""
         known = coco_objects(opts.annotations)[0] if opts.annotations else None
         out = []
-        for line, row in read_jsonl(path):
+        for line, row in read_records(path):
             caption = row["caption"] if isinstance(row.get("caption"), str) else answer_text(row, path, line)
             out.append(
                 {

@@ -76,19 +76,31 @@ def read_jsonl(path: str | Path, *, allow_truncated_tail: bool = False) -> list[
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """Records of a ``.json`` list (numbered by position, from 1) or a ``.jsonl`` file (by line)."""
+    """Records of a JSON list (numbered from 1), a JSON mapping of records, or JSONL (numbered by line).
+
+    The layout is read from the content, not the suffix: POPE ships JSONL files named ``*.json``.
+    """
     path = Path(path)
-    if path.suffix.lower() == ".json":
+    if not path.is_file():
+        raise DataError("file not found", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        if path.suffix.lower() != ".json":
+            return read_jsonl(path)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return read_jsonl(path)
+        if not isinstance(data, dict):
+            raise DataError("expected JSON records", path=str(path))
+        is_mapping = data and all(isinstance(v, dict) for v in data.values())
+        data = list(data.values()) if is_mapping else [data]
+    else:
         data = read_json(path)
-        if isinstance(data, dict):
-            data = list(data.values()) if all(isinstance(v, dict) for v in data.values()) else [data]
-        if not isinstance(data, list):
-            raise DataError("expected a JSON list of records", path=str(path))
-        for i, obj in enumerate(data, start=1):
-            if not isinstance(obj, dict):
-                raise DataError(f"record {i} is not an object", path=str(path), row=i)
-        return list(enumerate(data, start=1))
-    return read_jsonl(path)
+    for i, obj in enumerate(data, start=1):
+        if not isinstance(obj, dict):
+            raise DataError(f"record {i} is not an object", path=str(path), row=i)
+    return list(enumerate(data, start=1))
 
 
 def require(row: dict[str, Any], keys: Sequence[str], path: str | Path, line: int) -> None:
@@ -146,8 +158,11 @@ class Benchmark(abc.ABC):
         """metrics.json content for parsed prediction rows."""
 
     def read_predictions(self, path: str | Path, opts: EvalOptions) -> list[dict[str, Any]]:
-        """All rows of a predictions file, parsed."""
-        return [self.parse_prediction(row, path, line, opts) for line, row in read_jsonl(path)]
+        """All rows of a predictions file (JSONL, or a ``.json`` list), parsed."""
+        return [self.parse_prediction(row, path, line, opts) for line, row in read_records(path)]
+
+    def note_images(self, item: EvalItem, images: list[Any]) -> None:  # noqa: B027 (optional hook)
+        """Record facts about the loaded images in ``item.meta`` (the default keeps nothing)."""
 
 
 def answer_text(row: dict[str, Any], path: str | Path, line: int) -> str:

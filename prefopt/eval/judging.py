@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -28,6 +29,9 @@ def ask_judge(
         raise PrefoptError("this benchmark needs an LLM judge: give --judge-url and --judge-model")
     from prefopt.rewards.judge import JudgeClient
 
+    if out_dir is not None and not judge_config.cache_dir:
+        # re-scoring the same answers (a resumed or repeated run) reuses the verdicts instead of paying again
+        judge_config = dataclasses.replace(judge_config, cache_dir=str(out_dir / "judge_cache"))
     client = JudgeClient(judge_config)
     replies = client.ask_many(list(prompts), system=system)
     stats = dict(client.stats())

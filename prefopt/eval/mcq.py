@@ -25,7 +25,7 @@ from typing import Any
 
 from prefopt.errors import DataError
 from prefopt.eval.bootstrap import bootstrap, by_category, safe_div
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, first, item_id, read_jsonl
+from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, first, item_id, read_records
 
 LETTERS = "ABCDEFGHIJ"
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -105,7 +105,7 @@ class MultipleChoice(Benchmark):
     def load_items(self, path: str | Path, opts: EvalOptions) -> list[EvalItem]:
         """Questions from a TSV or JSONL file."""
         tsv = Path(path).suffix.lower() == ".tsv"
-        records = read_tsv(path) if tsv else read_jsonl(path)
+        records = read_tsv(path) if tsv else read_records(path)
         items = []
         for line, row in records:
             question = first(row, ("question",), path, line)

@@ -24,7 +24,7 @@ from prefopt.eval.common import (
     answer_text,
     item_id,
     normalize_yes_no,
-    read_jsonl,
+    read_records,
     require,
     says_no,
 )
@@ -66,7 +66,7 @@ class Pope(Benchmark):
         """POPE JSONL questions."""
         split = split_from_name(path)
         items = []
-        for line, row in read_jsonl(path):
+        for line, row in read_records(path):
             require(row, ("image", "text", "label"), path, line)
             meta = {
                 "question_id": row.get("question_id", line),

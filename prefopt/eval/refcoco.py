@@ -18,7 +18,7 @@ from typing import Any
 
 from prefopt.errors import DataError
 from prefopt.eval.bootstrap import bootstrap, safe_div
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, answer_text, first, item_id, read_jsonl
+from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, answer_text, first, item_id, read_records
 from prefopt.rewards.grounding import iou, parse_boxes
 
 PROMPT = "Give the bounding box of the region this sentence describes, as [x1, y1, x2, y2]: {}"
@@ -71,7 +71,7 @@ class RefCOCO(Benchmark):
     def load_items(self, path: str | Path, opts: EvalOptions) -> list[EvalItem]:
         """Expressions with their boxes (stored as ``[x1, y1, x2, y2]``)."""
         items = []
-        for line, row in read_jsonl(path):
+        for line, row in read_records(path):
             sent = first(row, ("sent", "sentence", "expression", "text", "question"), path, line)
             image = first(row, ("image",), path, line)
             meta = {
@@ -85,6 +85,11 @@ class RefCOCO(Benchmark):
                     meta[key] = row[key]
             items.append(EvalItem(item_id(row, line), PROMPT.format(sent), [image], meta))
         return items
+
+    def note_images(self, item: EvalItem, images: list[Any]) -> None:
+        """Keep the image size: relative predicted boxes (``--box-scale unit|thousand``) are scaled by it."""
+        if images and "width" not in item.meta:
+            item.meta["width"], item.meta["height"] = images[0].size
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
         """IoU of the answer's box with the ground truth."""

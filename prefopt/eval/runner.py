@@ -12,14 +12,13 @@ import dataclasses
 import json
 import logging
 import platform
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prefopt.errors import DataError, PrefoptError
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_jsonl
+from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_jsonl, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def generate_predictions(
         adapter = _load(model_dir, family)
         budget = max_new_tokens or bench.max_new_tokens
         with pred_path.open("a", encoding="utf-8") as fh:
-            for batch, answers in _answer_batches(adapter, todo, image_root, batch_size, budget):
+            for batch, answers in _answer_batches(bench, adapter, todo, image_root, batch_size, budget):
                 for item, answer in zip(batch, answers, strict=True):
                     row = {"id": item.id, **item.meta, "prompt": item.prompt, "text": answer}
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -114,7 +113,12 @@ def _load(model_dir: str, family: str | None) -> Any:
 
 
 def _answer_batches(
-    adapter: Any, items: Sequence[EvalItem], image_root: str | None, batch_size: int, budget: int
+    bench: Benchmark,
+    adapter: Any,
+    items: Sequence[EvalItem],
+    image_root: str | None,
+    batch_size: int,
+    budget: int,
 ):
     """Yield ``(batch, answers)``: left-padded prompts, greedy decoding, only the new tokens decoded."""
     import torch
@@ -131,6 +135,8 @@ def _answer_batches(
         batch = list(items[start : start + batch_size])
         conversations = [[user_message(it.prompt, n_images=len(it.images))] for it in batch]
         images = [[load_image(src, root=image_root) for src in it.images] for it in batch]
+        for item, loaded in zip(batch, images, strict=True):
+            bench.note_images(item, loaded)
         inputs = adapter.encode_prompts(conversations, images if any(images) else None)
         inputs = inputs.to(adapter.model.device)
         with torch.inference_mode():
@@ -152,6 +158,16 @@ def score_predictions(bench: Benchmark, pred_path: str | Path, out_dir: Path, op
     metrics["bootstrap"] = {"rounds": opts.rounds, "seed": opts.seed, "confidence": 0.95}
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return metrics
+
+
+def _copy_as_jsonl(source: Path, target: Path) -> None:
+    """Keep the scored predictions beside the metrics, as JSONL whatever their original layout."""
+    records = read_records(source)
+    if target.exists() and target.samefile(source):
+        return
+    with target.open("w", encoding="utf-8") as fh:
+        for _, row in records:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _jsonable(value: Any) -> Any:
@@ -214,9 +230,7 @@ def evaluate(
         pred_path = out / PREDICTIONS
     elif predictions is not None:
         pred_path = Path(predictions)
-        target = out / PREDICTIONS
-        if pred_path.is_file() and not (target.exists() and target.samefile(pred_path)):
-            shutil.copyfile(pred_path, target)
+        _copy_as_jsonl(pred_path, out / PREDICTIONS)
     else:
         raise PrefoptError("give --model (with --data) to generate, or --predictions to score a file")
     metrics = score_predictions(bench, pred_path, out, opts)
