@@ -86,8 +86,9 @@ def _train_and_save(base_dir, out_dir, settings=SETTINGS, **load_kw):
     return adapter, peft_model, batch
 
 
-@pytest.mark.parametrize("include_vision", [False, True], ids=["language-lora", "vision-lora"])
-def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, include_vision):
+@pytest.mark.parametrize("mode", ["language-lora", "vision-lora", "projector-saved"])
+def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, mode):
+    """Merged logits equal the trained PeftModel's; vision weights change exactly when they were trained."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     family = json.loads((tiny_dir / "config.json").read_text())["model_type"]
@@ -98,9 +99,15 @@ def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, include_v
     base_in = base.model.get_input_embeddings().weight[ids].detach().clone()
     base_out = base.model.get_output_embeddings().weight[ids].detach().clone()
 
-    settings = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0, include_vision=include_vision)
+    include_vision = mode == "vision-lora"
+    saved = base.projector_prefixes[:1] if mode == "projector-saved" else []
+    settings = LoraSettings(
+        enabled=True, r=4, alpha=8, dropout=0.0, include_vision=include_vision, modules_to_save=saved
+    )
     adapter, peft_model, batch = _train_and_save(base_dir, tmp_path / "adapter", settings)
-    vision = tuple("base_model.model." + p for p in adapter.vision_tower_prefixes + adapter.projector_prefixes)
+    vision = tuple(
+        "base_model.model." + p for p in adapter.vision_tower_prefixes + adapter.projector_prefixes
+    )
     lora_names = [n for n, _ in peft_model.named_parameters() if ".lora_A." in n]
     assert any(n.startswith(vision) for n in lora_names) == include_vision
     with torch.no_grad():
@@ -110,6 +117,7 @@ def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, include_v
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "merged")
     assert [processor.tokenizer.convert_tokens_to_ids(t) for t in REVERSE_TOKENS] == ids
+    assert processor.chat_template == base.processor.chat_template
     # The new rows were trained (input and output embedding) and the merge kept them.
     assert not torch.allclose(merged.get_input_embeddings().weight[ids], base_in)
     assert not torch.allclose(merged.get_output_embeddings().weight[ids], base_out)
@@ -119,8 +127,11 @@ def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, include_v
 
     merged_vision = _vision_state(merged, adapter)
     assert merged_vision.keys() == base_vision.keys() and merged_vision
-    changed = [k for k in base_vision if not torch.equal(base_vision[k], merged_vision[k])]
-    assert bool(changed) == include_vision
+    changed = {k for k in base_vision if not torch.equal(base_vision[k], merged_vision[k])}
+    if mode == "projector-saved":
+        assert changed and all(k.startswith(saved[0] + ".") for k in changed)
+    else:
+        assert bool(changed) == include_vision
 
 
 def test_tokens_added_in_memory_merge_into_plain_base(tiny_qwen_dir, tmp_path):
@@ -138,6 +149,25 @@ def test_tokens_added_in_memory_merge_into_plain_base(tiny_qwen_dir, tmp_path):
     assert [merged.tokenizer.convert_tokens_to_ids(t) for t in REVERSE_TOKENS] == ids
     with torch.no_grad():
         torch.testing.assert_close(merged.model(**batch).logits, expected, rtol=0, atol=1e-4)
+    from prefopt.data.schema import user_message
+
+    prompt = merged.encode_prompts([[user_message("What is it?", n_images=1)]], [[_image()]])
+    assert merged.model.generate(**prompt, max_new_tokens=2, do_sample=False).shape[1] == prompt["input_ids"].shape[1] + 2
+
+
+def test_short_target_names_stay_in_the_language_model(tiny_dir):
+    adapter = _load(tiny_dir)
+    from prefopt.models.lora import resolve_targets
+
+    names = resolve_targets(adapter, LoraSettings(target_modules=["q_proj", "fc1", "qkv"]))
+    assert names and all(n.endswith(".q_proj") for n in names)
+    assert all(n.startswith(tuple(p + "." for p in adapter.language_model_prefixes)) for n in names)
+    with_vision = resolve_targets(
+        adapter, LoraSettings(target_modules=["q_proj", "fc1", "qkv"], include_vision=True)
+    )
+    assert set(names) < set(with_vision)
+    with pytest.raises(ModelError, match="match no Linear layer"):
+        resolve_targets(adapter, LoraSettings(target_modules=["no_such_layer"]))
 
 
 def test_tied_embeddings_train_and_merge(tiny_dir, tmp_path):
@@ -169,13 +199,17 @@ def test_merge_refuses_mismatch(tiny_model_dirs, token_bases, tmp_path):
     with pytest.raises(ModelError, match="trained on"):
         merge_lora(tmp_path / "adapter", str(token_bases["qwen2_5_vl"]), tmp_path / "m1")
     with pytest.raises(ModelError, match="disagrees|does not match"):
-        merge_lora(tmp_path / "adapter", str(token_bases["qwen2_5_vl"]), tmp_path / "m2", allow_other_base=True)
+        merge_lora(
+            tmp_path / "adapter", str(token_bases["qwen2_5_vl"]), tmp_path / "m2", allow_other_base=True
+        )
     # Same family, but the tokens were added in another order: ids differ, so the vocabulary mismatches.
     other = _load(tiny_model_dirs["llava"])
     add_special_tokens(other, list(reversed(REVERSE_TOKENS)))
     save_model_dir(other.model, other.processor, tmp_path / "other-order")
     with pytest.raises(ModelError, match="other ids|disagrees"):
-        merge_lora(tmp_path / "adapter", str(tmp_path / "other-order"), tmp_path / "m3", allow_other_base=True)
+        merge_lora(
+            tmp_path / "adapter", str(tmp_path / "other-order"), tmp_path / "m3", allow_other_base=True
+        )
     # Shapes: a LoRA matrix that no longer fits its module.
     shutil.copytree(tmp_path / "adapter", tmp_path / "bad")
     _corrupt_one_lora_matrix(tmp_path / "bad")
@@ -223,8 +257,22 @@ def test_qlora_merges_to_full_precision(token_bases, tmp_path):
 
     from prefopt.cli import main
 
-    assert main(["merge-lora", "--adapter", str(tmp_path / "adapter"), "--base", str(base_dir),
-                 "--out", str(tmp_path / "merged"), "--dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "merge-lora",
+                "--adapter",
+                str(tmp_path / "adapter"),
+                "--base",
+                str(base_dir),
+                "--out",
+                str(tmp_path / "merged"),
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged")
     assert not any("4bit" in type(m).__name__ or "Lora" in type(m).__name__ for m in merged.modules())
     assert {p.dtype for p in merged.parameters()} == {torch.float32}
@@ -238,8 +286,10 @@ def test_merge_lora_cli(token_bases, tmp_path, capsys):
 
     _train_and_save(token_bases["llava"], tmp_path / "adapter")
     out = tmp_path / "merged"
-    assert main(["merge-lora", "--adapter", str(tmp_path / "adapter"), "--out", str(out),
-                 "--dtype", "bfloat16"]) == 0
+    assert (
+        main(["merge-lora", "--adapter", str(tmp_path / "adapter"), "--out", str(out), "--dtype", "bfloat16"])
+        == 0
+    )
     assert "merged model saved" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").is_file() and config["text_config"]["vocab_size"] >= 1478

@@ -86,6 +86,33 @@ def new_token_targets(model: Any, token_ids: Sequence[int]) -> dict[str, list[in
     return targets
 
 
+def resolve_targets(adapter: Any, settings: LoraSettings) -> list[str]:
+    """Full names of the Linear layers to wrap; user-given short names never reach the vision side unless asked."""
+    import torch
+
+    if not settings.target_modules:
+        targets = adapter.lora_target_modules(settings.include_vision)
+    else:
+        prefixes = list(adapter.language_model_prefixes)
+        if settings.include_vision:
+            prefixes += list(adapter.vision_tower_prefixes) + list(adapter.projector_prefixes)
+        wanted = list(settings.target_modules)
+        targets = [
+            name
+            for name, module in adapter.model.named_modules()
+            if isinstance(module, torch.nn.Linear)
+            and any(name == p or name.startswith(p + ".") for p in prefixes)
+            and any(name == t or name.endswith("." + t) for t in wanted)
+        ]
+    if not targets:
+        scope = "language model and vision side" if settings.include_vision else "language model"
+        raise ModelError(
+            f"lora.target_modules {settings.target_modules} match no Linear layer of the {scope} "
+            f"of {type(adapter.model).__name__}"
+        )
+    return targets
+
+
 def apply_lora(adapter: Any, settings: LoraSettings, new_token_ids: Sequence[int] | None = None) -> Any:
     """Wrap ``adapter.model`` with LoRA (language model only unless ``include_vision``); return the PeftModel.
 
@@ -95,9 +122,7 @@ def apply_lora(adapter: Any, settings: LoraSettings, new_token_ids: Sequence[int
     from peft import LoraConfig, get_peft_model
 
     model = adapter.model
-    targets = list(settings.target_modules or adapter.lora_target_modules(settings.include_vision))
-    if not targets:
-        raise ModelError(f"no LoRA target modules found in {type(model).__name__}")
+    targets = resolve_targets(adapter, settings)
     token_targets = None
     if new_token_ids and settings.train_new_token_rows:
         token_targets = new_token_targets(model, new_token_ids)
