@@ -24,7 +24,26 @@ HELP = "offline SymMPO / mDPO / DPO preference training (one loss, three setting
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/symmpo/ and recipes/tiny/*symmpo*)")
     parser.add_argument("--loss", choices=["symmpo", "dpo", "mdpo"], help="loss preset (sets loss.name)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.beta=0.5 training.max_steps=10")
+    # REMAINDER (re-parsed in run) so that options may also follow the overrides: `x=1 --loss dpo`
+    parser.add_argument("overrides", nargs=argparse.REMAINDER,
+                        help="dotted overrides, e.g. loss.beta=0.5 training.max_steps=10")
+
+
+def _late_options(args: argparse.Namespace) -> tuple[str | None, str | None, list[str]]:
+    """``--config`` / ``--loss`` given after the first override, and the overrides themselves."""
+    from prefopt.config import ConfigError
+
+    late = argparse.ArgumentParser(prog="prefopt symmpo", add_help=False, exit_on_error=False)
+    late.add_argument("--config")
+    late.add_argument("--loss", choices=["symmpo", "dpo", "mdpo"])
+    try:
+        known, rest = late.parse_known_args(args.overrides)
+    except argparse.ArgumentError as err:
+        raise ConfigError(str(err)) from err
+    stray = [item for item in rest if item.startswith("-")]
+    if stray:
+        raise ConfigError(f"unrecognised option(s) {stray}; overrides look like section.key=value")
+    return known.config or args.config, known.loss or args.loss, rest
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from prefopt.dpo.config import SymMPOConfig
     from prefopt.dpo.trainer import train
 
-    overrides = list(args.overrides)
-    if args.loss:
-        overrides.append(f"loss.name={args.loss}")
-    config = load_config(SymMPOConfig, args.config, overrides)
+    config_path, loss, overrides = _late_options(args)
+    if loss:
+        overrides.append(f"loss.name={loss}")
+    config = load_config(SymMPOConfig, config_path, overrides)
     out = train(config)
     print(f"{config.loss.name} training finished: {out}")
     return 0

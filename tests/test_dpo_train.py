@@ -1,0 +1,205 @@
+"""Integration: `prefopt symmpo` through ``prefopt.cli.main`` on the tiny models, 2 steps each."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import prefopt.dpo.reference as reference_module
+from prefopt.cli import main
+from prefopt.config import load_config
+from prefopt.dpo.config import SymMPOConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "llava": ROOT / "recipes/tiny/llava_symmpo.yaml",
+    "qwen2_5_vl": ROOT / "recipes/tiny/qwen_symmpo.yaml",
+}
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((56, 56, 3)) * 255).astype("uint8")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def symmpo_parquet(tmp_path_factory) -> Path:
+    """Four SymMPO rows with PNG bytes for image_1 / image_2."""
+    path = tmp_path_factory.mktemp("dpo-data") / "pairs.parquet"
+    rows = [
+        {
+            "idx": i,
+            "question": "Describe the image.",
+            "resp_1_w": f"There is a red circle and {i} squares.",
+            "resp_1_l": "There is a blue star.",
+            "resp_2_w": "There is a green triangle.",
+            "image_1": _png(i),
+            "image_2": _png(100 + i),
+        }
+        for i in range(4)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def preference_parquet(tmp_path_factory) -> Path:
+    """RLAIF-V-style rows: no contrastive image and no contrastive answer."""
+    path = tmp_path_factory.mktemp("dpo-pref") / "rlaifv.parquet"
+    rows = [
+        {
+            "idx": i,
+            "question": "What do you see?",
+            "chosen": "A red circle.",
+            "rejected": "A blue star.",
+            "image": {"bytes": _png(i), "path": None},
+        }
+        for i in range(4)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def _run(family, model_dir, data, out, *extra) -> int:
+    return main(
+        [
+            "symmpo",
+            "--config",
+            str(TINY[family]),
+            f"model.name_or_path={model_dir}",
+            f"data.path={data}",
+            f"training.output_dir={out}",
+            *extra,
+        ]
+    )
+
+
+def _history(out: Path) -> list[dict]:
+    return json.loads((out / "trainer_state.json").read_text())["log_history"]
+
+
+def _check_run(out: Path, expected_metrics: list[str]) -> None:
+    logged = [row for row in _history(out) if "loss" in row]
+    assert len(logged) == 2  # two steps, logging_steps 1
+    for row in logged:
+        assert math.isfinite(row["loss"])
+        for name in expected_metrics:
+            assert name in row and math.isfinite(row[name])
+    assert (out / "prefopt_config.yaml").is_file() and (out / "training_curves.png").is_file()
+
+
+@pytest.fixture
+def count_reference_forwards(monkeypatch):
+    calls = []
+    original = reference_module._reference_forward
+
+    def counting(model, batch):
+        calls.append(batch["input_ids"].shape[0])
+        return original(model, batch)
+
+    monkeypatch.setattr(reference_module, "_reference_forward", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "loss,metrics",
+    [
+        ("dpo", ["rewards/margins", "rewards/accuracies", "loss/dpo"]),
+        ("mdpo", ["rewards/image_margins", "loss/image", "loss/anchor"]),
+        ("symmpo", ["rewards/pair_image_margins", "rewards/pair_contrastive_accuracies", "loss/consistency"]),
+    ],
+)
+def test_each_loss_on_tiny_llava(
+    tiny_llava_dir, symmpo_parquet, tmp_path, loss, metrics, count_reference_forwards
+):
+    out = tmp_path / loss
+    assert (
+        _run(
+            "llava",
+            tiny_llava_dir,
+            symmpo_parquet,
+            out,
+            "--loss",
+            loss,
+            f"reference_cache_dir={tmp_path / 'cache'}",
+        )
+        == 0
+    )
+    _check_run(out, metrics)
+    # dpo reads 2 sequences per example, mdpo 3, symmpo 5: 4 examples in batches of 2
+    per_example = {"dpo": 2, "mdpo": 3, "symmpo": 5}[loss]
+    assert sum(count_reference_forwards) == 4 * per_example
+    assert (out / "model.safetensors").is_file()
+
+
+def test_symmpo_qwen_lora_reuses_reference_cache(
+    tiny_qwen_dir, symmpo_parquet, tmp_path, count_reference_forwards
+):
+    cache = tmp_path / "cache"
+    assert (
+        _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, tmp_path / "a", f"reference_cache_dir={cache}") == 0
+    )
+    files = list(cache.glob("pairs.parquet.ref-logps-*.safetensors"))
+    assert len(files) == 1 and sum(count_reference_forwards) == 4 * 5
+    stamp = files[0].stat().st_mtime_ns
+    _check_run(tmp_path / "a", ["rewards/margins", "rewards/pair_image_margins", "loss/anchor"])
+    assert (tmp_path / "a" / "adapter_config.json").is_file()
+    count_reference_forwards.clear()
+    assert (
+        _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, tmp_path / "b", f"reference_cache_dir={cache}") == 0
+    )
+    assert count_reference_forwards == []  # second run: no reference forward at all
+    assert list(cache.glob("*.safetensors")) == files and files[0].stat().st_mtime_ns == stamp
+
+
+def test_mdpo_online_reference_with_built_contrastive(
+    tiny_qwen_dir, preference_parquet, tmp_path, count_reference_forwards, caplog
+):
+    out = tmp_path / "online"
+    caplog.set_level("INFO")
+    assert (
+        _run(
+            "qwen2_5_vl",
+            tiny_qwen_dir,
+            preference_parquet,
+            out,
+            "--loss",
+            "mdpo",
+            "reference=online",
+            "contrastive=corrupt",
+        )
+        == 0
+    )
+    _check_run(out, ["rewards/image_margins", "loss/image"])
+    assert count_reference_forwards == []  # online: computed in the step with the adapter disabled
+    assert not list(preference_parquet.parent.glob("*.ref-logps-*"))
+    assert "built with 'corrupt'" in caplog.text
+
+
+def test_symmpo_without_contrastive_answer_is_a_clear_error(
+    tiny_qwen_dir, preference_parquet, tmp_path, capsys
+):
+    assert _run("qwen2_5_vl", tiny_qwen_dir, preference_parquet, tmp_path / "x", "contrastive=similar") == 2
+    err = capsys.readouterr().err
+    assert "row 0" in err and "contrastive_chosen" in err and "--loss mdpo" in err
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    sorted((ROOT / "recipes/symmpo").glob("*.yaml")) + sorted((ROOT / "recipes/tiny").glob("*symmpo*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_recipes_parse(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# ") and "symmpo --config " + str(recipe.relative_to(ROOT)) in first
+    config = load_config(SymMPOConfig, recipe)
+    assert config.loss.name in ("symmpo", "dpo", "mdpo")
