@@ -17,8 +17,12 @@ from prefopt.grpo.trainer import GroundedGRPOTrainer
 CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"
 ROWS = [
     {"problem": "Is there a circle?", "solution": "<answer>yes</answer>", "problem_type": "yes/no"},
-    {"problem": "Which shape is red?", "options": ["A. circle", "B. square"], "solution": "<answer>A</answer>",
-     "problem_type": "multiple choice"},
+    {
+        "problem": "Which shape is red?",
+        "options": ["A. circle", "B. square"],
+        "solution": "<answer>A</answer>",
+        "problem_type": "multiple choice",
+    },
     {"problem": "How many shapes are there?", "solution": "<answer>2</answer>", "problem_type": "numerical"},
     {"problem": "Is there a star?", "solution": "<answer>no</answer>", "problem_type": "yes/no"},
 ]
@@ -64,17 +68,33 @@ def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripte
     out = tmp_path / "run"
     short = "llava" if family == "llava" else "qwen"
     with JudgeServer(answer=judge_knows) as server:
-        rc = main(["grpo", "--config", f"recipes/tiny/{short}_grpo.yaml", f"model.name_or_path={tiny_model_dirs[family]}",
-                   f"data.path={data}", f"data.image_root={tmp_path}", f"rewards.judge.base_url={server.base_url}",
-                   "rewards.judge.max_retries=0", f"training.output_dir={out}"])
+        rc = main(
+            [
+                "grpo",
+                "--config",
+                f"recipes/tiny/{short}_grpo.yaml",
+                f"model.name_or_path={tiny_model_dirs[family]}",
+                f"data.path={data}",
+                f"data.image_root={tmp_path}",
+                f"rewards.judge.base_url={server.base_url}",
+                "rewards.judge.max_retries=0",
+                f"training.output_dir={out}",
+            ]
+        )
         requests = server.requests
     assert rc == 0
     assert requests > 0  # the caption reward reached the judge over HTTP
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     steps = [row for row in history if "ntk/loss" in row]
     assert len(steps) == 2
-    for key in ("rewards/accuracy/mean", "rewards/format/mean", "rewards/caption/mean", "ntk/positives",
-                "judge/calls", "judge/failures"):
+    for key in (
+        "rewards/accuracy/mean",
+        "rewards/format/mean",
+        "rewards/caption/mean",
+        "ntk/positives",
+        "judge/calls",
+        "judge/failures",
+    ):
         assert all(key in row for row in steps), key
     assert all(math.isfinite(row["ntk/loss"]) for row in steps)
     # half the completions are the canned answer: format 1 for them, 0 for random text
@@ -87,8 +107,10 @@ def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripte
 
 def _batch(adapter, n_gen=2):
     """A GRPO-like batch (left-padded prompts, right-padded completions) for the NTK consistency check."""
-    prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["problem"]}]}]
-               for r in ROWS[:2]]
+    prompts = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["problem"]}]}]
+        for r in ROWS[:2]
+    ]
     images = [[Image.new("RGB", (56, 56), (200, 40 * i, 40))] for i in range(2)]
     enc = adapter.encode_prompts(prompts, images)
     torch.manual_seed(0)
@@ -112,11 +134,19 @@ def test_hook_features_match_explicit_forward(tiny_dir, mode):
     input_ids = torch.cat([enc["input_ids"], completion_ids], dim=1)
     attention = torch.cat([enc["attention_mask"], completion_mask], dim=1)
     media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
-    for key in ("mm_token_type_ids", "token_type_ids"):  # per-token fields: completions are text (0), as in TRL
+    for key in (
+        "mm_token_type_ids",
+        "token_type_ids",
+    ):  # per-token fields: completions are text (0), as in TRL
         if key in media:
             media[key] = torch.cat([media[key], torch.zeros_like(completion_ids)], dim=1)
-    inputs = {"prompt_ids": enc["input_ids"], "prompt_mask": enc["attention_mask"], "completion_ids": completion_ids,
-              "completion_mask": completion_mask, "data_types": ["image", "image"]}
+    inputs = {
+        "prompt_ids": enc["input_ids"],
+        "prompt_mask": enc["attention_mask"],
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "data_types": ["image", "image"],
+    }
     settings = NTKSettings(mode=mode)
     capture = _HiddenCapture()
     handle = backbone_of(model).register_forward_hook(capture)
@@ -131,8 +161,12 @@ def test_hook_features_match_explicit_forward(tiny_dir, mode):
     hidden = explicit.hidden_states[-1]
     torch.random.set_rng_state(generator_state)
     if mode == "gradient":
-        gram = ntk.gradient_kernel(hidden[:, p - 1 : p - 1 + T], explicit.logits[:, p - 1 : p - 1 + T],
-                                   completion_ids, completion_mask)
+        gram = ntk.gradient_kernel(
+            hidden[:, p - 1 : p - 1 + T],
+            explicit.logits[:, p - 1 : p - 1 + T],
+            completion_ids,
+            completion_mask,
+        )
         sim_ref = ntk.cosine_from_gram(gram)
     else:
         feats = ntk.hidden_proxy_features(hidden[:, :p], enc["attention_mask"])
@@ -148,8 +182,14 @@ def test_recipes_parse_and_reject_unknown_training_key():
     from prefopt.config import ConfigError
     from prefopt.grpo.config import load_recipe
 
-    for name in ("gwys/qwen2_5_vl_7b_grpo.yaml", "gwys/qwen2_5_vl_7b_grpo_baseline.yaml", "tiny/qwen_grpo.yaml",
-                 "tiny/llava_grpo.yaml", "tiny/qwen_select.yaml", "tiny/llava_select.yaml"):
+    for name in (
+        "gwys/qwen2_5_vl_7b_grpo.yaml",
+        "gwys/qwen2_5_vl_7b_grpo_baseline.yaml",
+        "tiny/qwen_grpo.yaml",
+        "tiny/llava_grpo.yaml",
+        "tiny/qwen_select.yaml",
+        "tiny/llava_select.yaml",
+    ):
         recipe = load_recipe(f"recipes/{name}")
         assert recipe.training_args()["output_dir"]
     baseline = load_recipe("recipes/gwys/qwen2_5_vl_7b_grpo_baseline.yaml")

@@ -12,8 +12,10 @@ from PIL import Image
 from prefopt.cli import main
 from prefopt.sft.trainer import weighted_token_loss
 
-COT = ("<SUMMARY>I will look for the circle.</SUMMARY><CAPTION>A red circle on grey.</CAPTION>"
-       "<REASONING>The circle is there.</REASONING><CONCLUSION>yes</CONCLUSION>")
+COT = (
+    "<SUMMARY>I will look for the circle.</SUMMARY><CAPTION>A red circle on grey.</CAPTION>"
+    "<REASONING>The circle is there.</REASONING><CONCLUSION>yes</CONCLUSION>"
+)
 
 
 def test_weighted_token_loss_hand_computed():
@@ -31,15 +33,25 @@ def test_weighted_token_loss_hand_computed():
     assert weighted_token_loss(logits, labels, weights).item() == pytest.approx(1.25 * math.log(2), rel=1e-6)
     # masked positions never count, whatever their weight
     weights_bad = torch.tensor([[99.0, 1.0, 3.0]])
-    assert weighted_token_loss(logits, labels, weights_bad).item() == pytest.approx(1.25 * math.log(2), rel=1e-6)
+    assert weighted_token_loss(logits, labels, weights_bad).item() == pytest.approx(
+        1.25 * math.log(2), rel=1e-6
+    )
 
 
 def _write_cot(tmp_path, n=4):
     rows = []
     for i in range(n):
         Image.new("RGB", (56, 56), (30 * i, 120, 60)).save(tmp_path / f"im{i}.png")
-        rows.append({"id": f"cot{i}", "image": f"im{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nIs there a circle?"}, {"from": "gpt", "value": COT}]})
+        rows.append(
+            {
+                "id": f"cot{i}",
+                "image": f"im{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nIs there a circle?"},
+                    {"from": "gpt", "value": COT},
+                ],
+            }
+        )
     path = tmp_path / "cot.json"
     path.write_text(json.dumps(rows))
     return path
@@ -70,9 +82,20 @@ def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path):
     data = _write_cot(tmp_path)
     out = tmp_path / "run"
     short = "llava" if family == "llava" else "qwen"
-    rc = main(["sft", "--config", f"recipes/tiny/{short}_sft.yaml", "--convert", "four_stage",
-               f"model.name_or_path={tiny_model_dirs[family]}", f"data.path={data}", f"data.image_root={tmp_path}",
-               f"training.output_dir={out}", "training.max_steps=2"])
+    rc = main(
+        [
+            "sft",
+            "--config",
+            f"recipes/tiny/{short}_sft.yaml",
+            "--convert",
+            "four_stage",
+            f"model.name_or_path={tiny_model_dirs[family]}",
+            f"data.path={data}",
+            f"data.image_root={tmp_path}",
+            f"training.output_dir={out}",
+            "training.max_steps=2",
+        ]
+    )
     assert rc == 0
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     losses = [row["loss"] for row in history if "loss" in row]
@@ -85,10 +108,32 @@ def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path):
 def test_cli_sft_bad_convert_names_the_row(tiny_qwen_dir, tmp_path, capsys):
     path = tmp_path / "bad.json"
     Image.new("RGB", (56, 56)).save(tmp_path / "a.png")
-    path.write_text(json.dumps([{"id": "r0", "image": "a.png", "conversations": [
-        {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "no stages here"}]}]))
-    rc = main(["sft", "--config", "recipes/tiny/qwen_sft.yaml", "--convert", "four_stage",
-               f"model.name_or_path={tiny_qwen_dir}", f"data.path={path}", f"data.image_root={tmp_path}",
-               f"training.output_dir={tmp_path / 'run'}"])
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "r0",
+                    "image": "a.png",
+                    "conversations": [
+                        {"from": "human", "value": "<image>\nQ?"},
+                        {"from": "gpt", "value": "no stages here"},
+                    ],
+                }
+            ]
+        )
+    )
+    rc = main(
+        [
+            "sft",
+            "--config",
+            "recipes/tiny/qwen_sft.yaml",
+            "--convert",
+            "four_stage",
+            f"model.name_or_path={tiny_qwen_dir}",
+            f"data.path={path}",
+            f"data.image_root={tmp_path}",
+            f"training.output_dir={tmp_path / 'run'}",
+        ]
+    )
     assert rc == 2
     assert "r0" in capsys.readouterr().err

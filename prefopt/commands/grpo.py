@@ -20,7 +20,9 @@ HELP = "online GRPO with accuracy/format/caption rewards and the NTK regulariser
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/gwys/)")
-    parser.add_argument("--resume", action="store_true", help="resume from the newest checkpoint of output_dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="resume from the newest checkpoint of output_dir"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=1e-6")
 
 

@@ -18,9 +18,15 @@ HELP = "supervised fine-tuning (cold start) on LLaVA conversations, assistant to
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/gwys/ and recipes/tiny/)")
-    parser.add_argument("--convert", choices=["none", "four_stage"], help="rewrite LLaVA-CoT answers (data.convert)")
-    parser.add_argument("--reverse", action="store_true", help="REVERSE hallucination-aware labels (sets reverse=true)")
-    parser.add_argument("--resume", action="store_true", help="resume from the newest checkpoint of output_dir")
+    parser.add_argument(
+        "--convert", choices=["none", "four_stage"], help="rewrite LLaVA-CoT answers (data.convert)"
+    )
+    parser.add_argument(
+        "--reverse", action="store_true", help="REVERSE hallucination-aware labels (sets reverse=true)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="resume from the newest checkpoint of output_dir"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
 
 

@@ -102,7 +102,9 @@ class GRPORecipe:
 def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
     """Check choices and that ``training:`` keys are ``GRPOConfig`` fields and judge keys ``JudgeConfig`` fields."""
     if recipe.data.template not in TEMPLATES:
-        raise ConfigError(f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}")
+        raise ConfigError(
+            f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}"
+        )
     if recipe.ntk.mode not in NTK_MODES:
         raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
     from trl import GRPOConfig

@@ -67,8 +67,12 @@ def build_dataset(examples: list[Any], template: str, max_samples: int | None = 
     features = datasets.Features(
         {
             "id": datasets.Value("string"),
-            "prompt": [{"role": datasets.Value("string"),
-                        "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}]}],
+            "prompt": [
+                {
+                    "role": datasets.Value("string"),
+                    "content": [{"type": datasets.Value("string"), "text": datasets.Value("string")}],
+                }
+            ],
             "images": datasets.List(datasets.Image()),
             "problem": datasets.Value("string"),
             "options": datasets.List(datasets.Value("string")),

@@ -46,8 +46,12 @@ def select_by_variance(stats: Sequence[dict[str, float]], keep: float) -> tuple[
 
 
 def sample_responses(
-    adapter: Any, rows: Sequence[dict[str, Any]], k: int, max_new_tokens: int,
-    temperature: float = 1.0, top_p: float = 0.95,
+    adapter: Any,
+    rows: Sequence[dict[str, Any]],
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
 ) -> list[list[str]]:
     """``k`` sampled responses per dataset row (one batched ``generate`` per prompt, progress bar)."""
     import torch
@@ -62,10 +66,15 @@ def sample_responses(
         batch = adapter.encode_prompts([row["prompt"]], images).to(model.device)
         with torch.no_grad():
             generated = model.generate(
-                **batch, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                num_return_sequences=k, pad_token_id=pad_id,
+                **batch,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                pad_token_id=pad_id,
             )
-        out.append(adapter.decode(generated[:, batch["input_ids"].size(1):]))
+        out.append(adapter.decode(generated[:, batch["input_ids"].size(1) :]))
     return out
 
 
@@ -83,7 +92,9 @@ def score_responses(
     return totals
 
 
-def plot_selection(stats: Sequence[dict[str, float]], kept: Sequence[int], cut: float, path: str | Path) -> Path:
+def plot_selection(
+    stats: Sequence[dict[str, float]], kept: Sequence[int], cut: float, path: str | Path
+) -> Path:
     """Scatter of mean vs variance per prompt, kept prompts highlighted and the variance cut drawn."""
     import matplotlib
 
@@ -107,19 +118,32 @@ def plot_selection(stats: Sequence[dict[str, float]], kept: Sequence[int], cut: 
 
 
 def write_outputs(
-    out_dir: str | Path, raw_rows: Sequence[dict[str, Any]], ids: Sequence[str],
-    rewards: Sequence[Sequence[float]], stats: Sequence[dict[str, float]], kept: Sequence[int], cut: float,
+    out_dir: str | Path,
+    raw_rows: Sequence[dict[str, Any]],
+    ids: Sequence[str],
+    rewards: Sequence[Sequence[float]],
+    stats: Sequence[dict[str, float]],
+    kept: Sequence[int],
+    cut: float,
 ) -> dict[str, Path]:
     """Write ``selected.json`` (input layout), ``stats.jsonl`` and ``selection.png`` under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     selected = out / "selected.json"
-    selected.write_text(json.dumps([raw_rows[i] for i in kept], ensure_ascii=False, indent=1), encoding="utf-8")
+    selected.write_text(
+        json.dumps([raw_rows[i] for i in kept], ensure_ascii=False, indent=1), encoding="utf-8"
+    )
     kept_set = set(kept)
     stats_path = out / "stats.jsonl"
     with stats_path.open("w", encoding="utf-8") as fh:
         for i, (row_id, row_rewards, row_stats) in enumerate(zip(ids, rewards, stats, strict=True)):
-            record = {"index": i, "id": row_id, **row_stats, "kept": i in kept_set, "rewards": list(row_rewards)}
+            record = {
+                "index": i,
+                "id": row_id,
+                **row_stats,
+                "kept": i in kept_set,
+                "rewards": list(row_rewards),
+            }
             fh.write(json.dumps(record) + "\n")
     plot = plot_selection(stats, kept, cut, out / "selection.png")
     return {"selected": selected, "stats": stats_path, "plot": plot}
@@ -139,7 +163,9 @@ def raw_rows(path: str | Path) -> list[dict[str, Any]]:
     return [{k: v for k, v in dict(r).items() if v is not None} for r in load_rows(str(path))]
 
 
-def run_selection(recipe: Any, k: int, keep: float, out_dir: str | Path, adapter: Any = None) -> dict[str, Path]:
+def run_selection(
+    recipe: Any, k: int, keep: float, out_dir: str | Path, adapter: Any = None
+) -> dict[str, Path]:
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
     from prefopt.grpo.data import load_dataset_for_recipe
     from prefopt.grpo.trainer import build_reward_funcs
@@ -154,8 +180,14 @@ def run_selection(recipe: Any, k: int, keep: float, out_dir: str | Path, adapter
     funcs, weights = build_reward_funcs(recipe)
     train = recipe.training_args()
     rows = [dataset[i] for i in range(len(dataset))]
-    responses = sample_responses(adapter, rows, k, int(train["max_completion_length"]),
-                                 float(train.get("temperature", 1.0)), float(train.get("top_p", 0.95)))
+    responses = sample_responses(
+        adapter,
+        rows,
+        k,
+        int(train["max_completion_length"]),
+        float(train.get("temperature", 1.0)),
+        float(train.get("top_p", 0.95)),
+    )
     rewards = [score_responses(funcs, weights, row, resp) for row, resp in zip(rows, responses, strict=True)]
     stats = reward_stats(rewards)
     kept, cut = select_by_variance(stats, keep)

@@ -75,7 +75,9 @@ class _HiddenCapture:
     def hidden(self) -> torch.Tensor:
         """The captured hidden states ``[B, L, d]`` (chunks of TRL's batched forward re-joined)."""
         if not self.chunks:
-            raise RuntimeError("the NTK hook captured no hidden states: the loss forward did not run the backbone")
+            raise RuntimeError(
+                "the NTK hook captured no hidden states: the loss forward did not run the backbone"
+            )
         return torch.cat(self.chunks, dim=0)
 
 
@@ -154,7 +156,9 @@ class GroundedGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["ntk/positives"].append(positives)
         return loss + self.ntk_settings.weight * nce / normalizer
 
-    def ntk_loss(self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any) -> tuple[torch.Tensor, float]:
+    def ntk_loss(
+        self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any
+    ) -> tuple[torch.Tensor, float]:
         """InfoNCE over the batch and the mean number of positives per example."""
         from prefopt.grpo import ntk
 

@@ -42,7 +42,10 @@ class ConversationCollator:
     def _videos(self, example: Any) -> list[Any]:
         from prefopt.data.video import load_video_frames
 
-        return [load_video_frames(v, num_frames=self.video_frames) if isinstance(v, str) else v for v in example.videos]
+        return [
+            load_video_frames(v, num_frames=self.video_frames) if isinstance(v, str) else v
+            for v in example.videos
+        ]
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, Any]:
         """Encode ``examples``; assistant tokens supervised, everything else -100."""

@@ -61,13 +61,17 @@ def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
     from transformers import TrainingArguments
 
     if recipe.data.convert not in CONVERSIONS:
-        raise ConfigError(f"{where}: data.convert must be one of {list(CONVERSIONS)}, got {recipe.data.convert!r}")
+        raise ConfigError(
+            f"{where}: data.convert must be one of {list(CONVERSIONS)}, got {recipe.data.convert!r}"
+        )
     if recipe.data.format != "llava":
         raise ConfigError(f"{where}: data.format must be 'llava', got {recipe.data.format!r}")
     known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     for key in recipe.training:
         if key not in known:
-            raise ConfigError(f"{where}: training.{key} is not a TrainingArguments field{_suggest(key, known)}")
+            raise ConfigError(
+                f"{where}: training.{key} is not a TrainingArguments field{_suggest(key, known)}"
+            )
     return recipe
 
 
