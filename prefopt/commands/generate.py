@@ -60,7 +60,8 @@ def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dic
             raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i)
         image = row.get("image")
         images = [resolve_media_path(image, root)] if image else []
-        items.append({"id": str(row.get("id", i)), "question": question,
+        row_id = row.get("id")
+        items.append({"id": str(i if row_id is None else row_id), "question": question,
                       "messages": [user_message(question, len(images))], "images": images, "videos": []})
     return items
 

@@ -23,7 +23,7 @@ from prefopt.errors import DataError
 from prefopt.reverse.resample import ResampleConfig, strip_tags, with_hint
 
 _TOKEN_RE = re.compile(r"<SPAN>|</CN>|</UN>")
-_UNCONFIDENT_RE = re.compile(r"<SPAN>(.*?)</UN>", re.DOTALL)
+_UNCONFIDENT_RE = re.compile(r"<SPAN>((?:(?!<SPAN>|</CN>).)*?)</UN>", re.DOTALL)
 
 
 def check_tagged_answer(text: str, path: str | None = None, row: int | None = None) -> None:
