@@ -174,3 +174,25 @@ def test_hidden_proxy_and_peer_similarity():
     )
     loss = info_nce(sim, 0.5, 0.5, inclusive=True)
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("route", ["pairs", "vocab"])
+def test_kernel_backward_does_not_keep_per_sample_gradients(route):
+    """Autograd must not save B·V·d elements (all per-sample V×d gradients) for the backward pass."""
+    B, T, d, V = 4, 3, 64, 512
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(B, T, d, generator=g, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, V, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.float64)
+    saved = {}  # storage pointer -> elements; views of one tensor share a storage
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes() // t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        K = gradient_kernel(hidden, logits, labels, mask, route=route, budget=4096)
+    assert sum(saved.values()) < B * V * d / 4, saved  # logits-sized tensors only (B·T·V each)
+    (cosine_from_gram(K) ** 2).sum().backward()
+    assert torch.isfinite(hidden.grad).all() and logits.grad.abs().sum() > 0

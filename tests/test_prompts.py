@@ -11,7 +11,7 @@ from prefopt.rewards.format import four_stage_format
 
 def test_four_stage_multiple_choice_prompt():
     text = build_prompt("What is on the table?", "multiple choice", ["A. a cup", "B. a cat"])
-    assert text.startswith("What is on the table?\nOptions:\nA. a cup\nB. a cat\n")
+    assert text.startswith("What is on the table?Options:\nA. a cup\nB. a cat\n")  # seed layout
     for tag in ("<prethink>", "<caption>", "<think>", "<answer>"):
         assert tag in text
     # Stages are asked for in order, then the per-type suffix ends the prompt.
@@ -32,6 +32,7 @@ def test_r1_numerical_prompt_has_no_caption_stage():
 def test_render_options_and_errors():
     assert render_options("Q?", []) == "Q?"
     assert render_options("Q?\n", ["A. x", " "]) == "Q?\nOptions:\nA. x"
+    assert render_options("Q?", ["A. x", "B. y"]) == "Q?Options:\nA. x\nB. y"
     with pytest.raises(DataError, match="problem_type"):
         build_prompt("Q", "essay")
     with pytest.raises(ValueError, match="template"):

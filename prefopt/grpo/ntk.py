@@ -28,12 +28,14 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "gradient_kernel",
     "kernel_token_pairs",
     "kernel_vocab_chunks",
     "cosine_from_gram",
+    "gradient_similarity",
     "info_nce",
     "hidden_proxy_features",
     "peer_similarity",
@@ -96,15 +98,27 @@ def kernel_token_pairs(
     S = F.one_hot(sample, B).to(hidden.dtype)  # [N, B] token -> sample
     rows = max(1, min(N, budget // max(1, N + V)))
     for start in range(0, N, rows):
-        sl = slice(start, start + rows)
-        hh = H[sl] @ H.T  # h_t·h_s                     [r, N]
-        same = (y[sl].unsqueeze(1) == y.unsqueeze(0)).to(H.dtype)  # [y_t = y_s]
-        p_s_yt = P[:, y[sl]].T  # p_s[y_t]                [r, N]
-        p_t_ys = P[sl][:, y]  # p_t[y_s]                  [r, N]
-        pp = P[sl] @ P.T  # p_t·p_s                       [r, N]
-        pair = hh * (same - p_s_yt - p_t_ys + pp)
-        K = K + S[sl].T @ pair @ S
+        K = K + _run_chunk(_pair_chunk, H, P, y, S, start, min(N, start + rows))
     return K
+
+
+def _run_chunk(fn, *args):
+    """Call ``fn(*args)``; under autograd, recompute it in backward so chunk temporaries are not all kept."""
+    if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
+
+
+def _pair_chunk(H, P, y, S, start: int, stop: int) -> torch.Tensor:
+    """Contribution to K of token rows ``start:stop`` against all tokens (closed form of SPEC 1.5)."""
+    sl = slice(start, stop)
+    hh = H[sl] @ H.T  # h_t·h_s                                 [r, N]
+    same = (y[sl].unsqueeze(1) == y.unsqueeze(0)).to(H.dtype)  # [y_t = y_s]
+    p_s_yt = P[:, y[sl]].T  # p_s[y_t]                          [r, N]
+    p_t_ys = P[sl][:, y]  # p_t[y_s]                            [r, N]
+    pp = P[sl] @ P.T  # p_t·p_s                                 [r, N]
+    pair = hh * (same - p_s_yt - p_t_ys + pp)
+    return S[sl].T @ pair @ S
 
 
 def kernel_vocab_chunks(
@@ -125,13 +139,19 @@ def kernel_vocab_chunks(
     K = hidden.new_zeros(B, B)
     for start in range(0, V, chunk):
         stop = min(V, start + chunk)
-        probs = torch.exp(logits[..., start:stop].to(hidden.dtype) - lse)  # [B, T, c]
-        in_chunk = (y >= start) & (y < stop)
-        onehot = F.one_hot((y - start).clamp(0, stop - start - 1), stop - start).to(hidden.dtype)
-        resid = (onehot * in_chunk.unsqueeze(-1) - probs) * m.unsqueeze(-1)  # (E - P) masked
-        grads = torch.einsum("btc,btd->bcd", resid, hidden).reshape(B, -1)  # G_i^c, [B, c·d]
-        K = K + grads @ grads.T
+        K = K + _run_chunk(_vocab_chunk, hidden, logits[..., start:stop], lse, y, m, start)
     return K
+
+
+def _vocab_chunk(hidden, logits_c, lse, y, m, start: int) -> torch.Tensor:
+    """``G^c G^cᵀ`` for the vocabulary columns ``start:start+c`` with ``G_i^c = (E - P)_cᵀ H_i``."""
+    B, _, c = logits_c.shape
+    probs = torch.exp(logits_c.to(hidden.dtype) - lse)  # [B, T, c]
+    in_chunk = (y >= start) & (y < start + c)
+    onehot = F.one_hot((y - start).clamp(0, c - 1), c).to(hidden.dtype)
+    resid = (onehot * in_chunk.unsqueeze(-1) - probs) * m.unsqueeze(-1)  # (E - P), masked
+    grads = torch.einsum("btc,btd->bcd", resid, hidden).reshape(B, -1)  # [B, c·d]
+    return grads @ grads.T
 
 
 def _pair_cost(n_tokens: int, V: int, d: int) -> float:
@@ -171,6 +191,13 @@ def cosine_from_gram(K: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Cosine similarities ``K_ij / sqrt(K_ii K_jj)`` from a Gram matrix (zero-norm rows give 0)."""
     norms = torch.sqrt(torch.clamp(torch.diagonal(K), min=eps))
     return K / (norms.unsqueeze(0) * norms.unsqueeze(1))
+
+
+def gradient_similarity(
+    hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, route: str = "auto"
+) -> torch.Tensor:
+    """Cosine similarity [B,B] of per-sample LM-head gradients (the paper's NTK approximation)."""
+    return cosine_from_gram(gradient_kernel(hidden, logits, labels, mask, route=route))
 
 
 def info_nce(

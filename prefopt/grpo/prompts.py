@@ -46,12 +46,11 @@ TYPE_SUFFIX = {
 
 
 def render_options(problem: str, options: Sequence[str]) -> str:
-    """``problem`` followed by ``Options:`` and one option per line (unchanged when there are none)."""
+    """``problem + "Options:\\n"`` then one option per line, as the seed code renders them (unchanged if none)."""
     options = [str(o).strip() for o in options if str(o).strip()]
     if not options:
         return problem
-    sep = "" if problem.endswith("\n") else "\n"
-    return problem + sep + "Options:\n" + "\n".join(options)
+    return problem + "Options:\n" + "\n".join(options)
 
 
 def build_prompt(

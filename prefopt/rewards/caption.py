@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prefopt.grpo.prompts import build_prompt
+from prefopt.grpo.prompts import build_prompt, render_options
 from prefopt.rewards.answers import score
 from prefopt.rewards.judge import JudgeClient
 from prefopt.rewards.text import completion_text, extract_tag, prompt_text
@@ -26,8 +26,8 @@ def judge_prompt(
     caption: str, problem: str, problem_type: str, options: list[str] | tuple[str, ...] = ()
 ) -> str:
     """The text sent to the judge: the caption, then the question in the R1 format for its type."""
-    question = f"Image description: {caption}\n\nQuestion: {problem}"
-    return build_prompt(question, problem_type, options, template="r1")
+    question = render_options(f"Image description: {caption}\n\nQuestion: {problem.strip()}\n", options)
+    return build_prompt(question, problem_type, template="r1")
 
 
 def _column(value: Any, n: int) -> list[Any]:
