@@ -54,7 +54,7 @@ def _eval(model, data, root, out):
     )
 
 
-def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_path, monkeypatch):
+def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_path, monkeypatch, capsys):
     data, root = pope_file
     out_q = tmp_path / "runs" / "qwen"
     assert _eval(tiny_qwen_dir, data, root, out_q) == 0
@@ -81,7 +81,7 @@ def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_p
     resumed = preds_path.read_text().splitlines()
     assert resumed[:2] == lines[:2] and len(resumed) == 3 and json.loads(resumed[2])["id"] == "2"
     info = json.loads((out_q / "run_info.json").read_text())
-    assert (info["n_resumed"], info["n_generated"]) == (2, 1)
+    assert (info["n_resumed"], info["n_generated"], info["status"]) == (2, 1, "done")
 
     # everything answered: the model is not even loaded
     def no_load(*a, **k):
@@ -91,6 +91,10 @@ def test_eval_resume_and_compare(tiny_qwen_dir, tiny_llava_dir, pope_file, tmp_p
     assert _eval(tiny_qwen_dir, data, root, out_q) == 0
     monkeypatch.undo()
     assert preds_path.read_text().splitlines() == resumed
+
+    # another model must not resume (and silently mix with) these answers
+    assert _eval(tiny_llava_dir, data, root, out_q) == 2
+    assert "would mix runs" in capsys.readouterr().err
 
     out_l = tmp_path / "runs" / "llava"
     assert _eval(tiny_llava_dir, data, root, out_l) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import DataError, PrefoptError
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_jsonl, read_records
+from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_json, read_jsonl, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,20 @@ def run_info(bench: Benchmark, opts: EvalOptions, **fields: Any) -> dict[str, An
     }
 
 
+def _claim(out: Path, bench: Benchmark, model: str) -> None:
+    """Refuse to resume answers that another model (or benchmark) left in ``out``."""
+    info_path, pred_path = out / RUN_INFO, out / PREDICTIONS
+    if not (info_path.is_file() and pred_path.is_file() and pred_path.stat().st_size):
+        return
+    info = read_json(info_path)
+    previous = (info.get("benchmark"), info.get("model"))
+    if previous != (bench.name, model):
+        raise PrefoptError(
+            f"{out} already holds {previous[0]} answers from model {previous[1]}; "
+            f"resuming them with {bench.name} / {model} would mix runs: choose another --out"
+        )
+
+
 def evaluate(
     bench_name: str,
     out_dir: str | Path,
@@ -211,22 +225,25 @@ def evaluate(
     bench = get_benchmark(bench_name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
+    fields: dict[str, Any] = {
+        "model": model,
+        "family": family,
+        "data": data,
+        "image_root": image_root,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens or bench.max_new_tokens,
+        "limit": limit,
+    }
     if model is not None:
         if data is None:
             raise PrefoptError("--model needs --data (the benchmark file)")
         items = bench.load_items(data, opts)[: limit or None]
         _check_unique(items, data)
-        counts = generate_predictions(
-            bench,
-            items,
-            model,
-            out,
-            image_root=image_root,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            family=family,
-        )
+        _claim(out, bench, model)
+        # written before generating so that a killed run can be resumed (and checked) later
+        _write_info(out, run_info(bench, opts, **fields, status="generating"))
+        gen_kw = {"image_root": image_root, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+        fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
         pred_path = out / PREDICTIONS
     elif predictions is not None:
         pred_path = Path(predictions)
@@ -234,18 +251,9 @@ def evaluate(
     else:
         raise PrefoptError("give --model (with --data) to generate, or --predictions to score a file")
     metrics = score_predictions(bench, pred_path, out, opts)
-    info = run_info(
-        bench,
-        opts,
-        model=model,
-        family=family,
-        data=data,
-        predictions=str(pred_path),
-        image_root=image_root,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens or bench.max_new_tokens,
-        limit=limit,
-        **counts,
-    )
-    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _write_info(out, run_info(bench, opts, **fields, predictions=str(pred_path), status="done"))
     return metrics
+
+
+def _write_info(out: Path, info: dict[str, Any]) -> None:
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
