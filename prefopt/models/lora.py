@@ -361,6 +361,9 @@ def merge_lora(
     merged = merged.to(save_dtype)
     sync_vocab_size(merged)
     merged.config.name_or_path = str(out)
-    save_model_dir(merged, processor or base_adapter.processor, out)
+    # A trainer may have saved only the tokenizer; the image processor then comes from the base.
+    if processor is None or not hasattr(processor, "image_processor"):
+        processor = base_adapter.processor
+    save_model_dir(merged, processor, out)
     logger.info("merged %s into %s -> %s", adapter_dir, base, out)
     return Path(out)

@@ -72,7 +72,7 @@ def add_special_tokens(adapter: Any, tokens: Sequence[str]) -> dict[str, int]:
     ids = {t: int(tokenizer.convert_tokens_to_ids(t)) for t in tokens}
     # A token that the tokenizer would split (or map to unk) cannot be learnt as one unit.
     for token, token_id in ids.items():
-        if token_id < old_len or tokenizer.encode(token, add_special_tokens=False) != [token_id]:
+        if token_id < old_len or tokenizer.encode(token, add_special_tokens=False).count(token_id) != 1:
             raise ModelError(f"token {token!r} was not added as a single new id (got {token_id})")
     if adapter.model is not None:
         init_new_rows(adapter.model, sorted(ids.values()), n_old=old_len)
