@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="benchmark file (its published layout); needed with --model")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--family", help="model family (llava | qwen2_5_vl); detected when omitted")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--image-root", help="directory that relative image paths are resolved under")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per benchmark)")
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         family=args.family,
         limit=args.limit,
+        dtype=args.dtype,
+        device=args.device,
     )
     summary = {k: round(v["value"], 4) for k, v in metrics["metrics"].items()}
     print(json.dumps({"benchmark": args.benchmark, "n": metrics["n"], **summary}))

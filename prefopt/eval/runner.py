@@ -84,6 +84,8 @@ def generate_predictions(
     batch_size: int = 8,
     max_new_tokens: int | None = None,
     family: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
 ) -> dict[str, int]:
     """Generate greedy answers for the items not yet in ``out_dir/predictions.jsonl``; returns counts."""
     pred_path = out_dir / PREDICTIONS
@@ -93,7 +95,7 @@ def generate_predictions(
         "%s: %d questions, %d already answered, %d to go", bench.name, len(items), len(done), len(todo)
     )
     if todo:
-        adapter = _load(model_dir, family)
+        adapter = _load(model_dir, family, dtype, device)
         budget = max_new_tokens or bench.max_new_tokens
         with pred_path.open("a", encoding="utf-8") as fh:
             for batch, answers in _answer_batches(bench, adapter, todo, image_root, batch_size, budget):
@@ -104,10 +106,16 @@ def generate_predictions(
     return {"n_items": len(items), "n_resumed": len(done & {it.id for it in items}), "n_generated": len(todo)}
 
 
-def _load(model_dir: str, family: str | None) -> Any:
+def _load(model_dir: str, family: str | None, dtype: str = "auto", device: str | None = None) -> Any:
+    import torch
+
     from prefopt.models.adapter import load_adapter
 
-    adapter = load_adapter(model_dir, family=family)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # on the CPU the default placement is right; a device_map puts the weights straight on the GPU
+    device_map = None if device == "cpu" else device
+    adapter = load_adapter(model_dir, family=family, dtype=dtype, device_map=device_map)
     adapter.model.eval()
     return adapter
 
@@ -220,6 +228,8 @@ def evaluate(
     max_new_tokens: int | None = None,
     family: str | None = None,
     limit: int | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
 ) -> dict:
     """Generate (when ``model`` is given) and score; returns the metrics."""
     bench = get_benchmark(bench_name)
@@ -233,6 +243,8 @@ def evaluate(
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens or bench.max_new_tokens,
         "limit": limit,
+        "dtype": dtype,
+        "device": device,
     }
     if model is not None:
         if data is None:
@@ -242,7 +254,13 @@ def evaluate(
         _claim(out, bench, model)
         # written before generating so that a killed run can be resumed (and checked) later
         _write_info(out, run_info(bench, opts, **fields, status="generating"))
-        gen_kw = {"image_root": image_root, "batch_size": batch_size, "max_new_tokens": max_new_tokens}
+        gen_kw = {
+            "image_root": image_root,
+            "batch_size": batch_size,
+            "max_new_tokens": max_new_tokens,
+            "dtype": dtype,
+            "device": device,
+        }
         fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
         pred_path = out / PREDICTIONS
     elif predictions is not None:
