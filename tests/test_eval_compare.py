@@ -62,7 +62,7 @@ def test_compare_three_runs(three_runs, tmp_path, capsys):
     assert "0.800 [0.750, 0.850]" in f1 and "0.900 [0.860, 0.940]" in f1
     assert "+0.100 *" in f1 and "+0.030 (n.s.)" in f1
     assert "+0.090 (n.s.)" in lines[("pope", "random/f1")] and lines[("pope", "random/f1")].count("–") == 2
-    chair = lines[("chair", "chair_s")]
+    chair = lines[("chair", "chair_s ↓")]
     assert chair.count("–") == 3 and "0.100 [0.050, 0.150]" in chair  # baseline missing: no Δ
     png = (out / "comparison.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

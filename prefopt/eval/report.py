@@ -18,6 +18,9 @@ from prefopt.eval.common import read_json
 
 Interval = dict[str, float]
 
+#: Metrics where a smaller value is better (marked ↓ in the table); yes_ratio is best near 0.5.
+LOWER_IS_BETTER = {"chair_s", "chair_i", "hallucination_rate"}
+
 
 def load_run(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``{benchmark: metrics.json content}`` of a one- or multi-benchmark run directory."""
@@ -110,12 +113,13 @@ def markdown_table(table: dict) -> str:
     head += [f"Δ {n} − {base}" for n in others]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table["rows"]:
-        cells = [row["benchmark"], row["metric"]] + [_cell(row["runs"][n]) for n in names]
+        metric = row["metric"] + (" ↓" if row["metric"].rsplit("/", 1)[-1] in LOWER_IS_BETTER else "")
+        cells = [row["benchmark"], metric] + [_cell(row["runs"][n]) for n in names]
         cells += [_delta(row["runs"][n], row["runs"][base])[0] for n in others]
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         "Values are point estimates with bootstrap 95 % intervals. Δ marked * when the two intervals "
-        "do not overlap; (n.s.) when they overlap (not significant)."
+        "do not overlap; (n.s.) when they overlap (not significant). ↓: lower is better."
     )
     return "\n".join(lines) + "\n\n" + note + "\n"
 
