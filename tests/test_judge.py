@@ -192,6 +192,21 @@ def test_caption_reward_counts_failed_judgements():
     assert reward.stats()["caption/failed"] == 1
 
 
+def test_caption_reward_reads_question_from_prompt_without_problem_column():
+    seen = []
+
+    def judge(messages):
+        seen.append(messages[-1]["content"])
+        return "<answer>B</answer>"
+
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which fruit?"}]}]
+    with JudgeServer(answer=judge) as server:
+        reward = CaptionReward(_client(server))
+        got = reward([prompt], ["<caption>a pear</caption><answer>B</answer>"], ["B"], ["multiple choice"])
+    assert got == [1.0]
+    assert "Question: Which fruit?" in seen[0] and "a pear" in seen[0]
+
+
 def test_judge_prompt_layout():
     text = judge_prompt("a red apple", "What fruit?", "multiple choice", ["A. apple", "B. pear"])
     assert text.startswith(

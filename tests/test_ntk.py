@@ -196,3 +196,14 @@ def test_kernel_backward_does_not_keep_per_sample_gradients(route):
     assert sum(saved.values()) < B * V * d / 4, saved  # logits-sized tensors only (B·T·V each)
     (cosine_from_gram(K) ** 2).sum().backward()
     assert torch.isfinite(hidden.grad).all() and logits.grad.abs().sum() > 0
+
+
+def test_kernel_half_precision_inputs_are_computed_in_float32():
+    hidden, head, labels, mask = _batch(seed=4)
+    with torch.no_grad():
+        logits = head(hidden)
+    exact = gradient_kernel(hidden, logits, labels, mask)
+    for route in ("pairs", "vocab"):
+        got = gradient_kernel(hidden.bfloat16(), logits.bfloat16(), labels, mask, route=route)
+        assert got.dtype == torch.float32
+        assert ((got.double() - exact).norm() / exact.norm()) < 0.05  # bf16 input rounding only

@@ -70,6 +70,11 @@ def _check(hidden: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mas
         )
 
 
+def _upcast(hidden: torch.Tensor) -> torch.Tensor:
+    """Half-precision states are summed over many token pairs: compute in at least float32."""
+    return hidden.to(torch.promote_types(hidden.dtype, torch.float32))
+
+
 def _flat_tokens(hidden, logits, labels, mask):
     """Masked tokens only: mask-weighted hidden [N,d], logits [N,V], labels [N], sample index [N]."""
     B, T = labels.shape
@@ -88,6 +93,7 @@ def kernel_token_pairs(
 ) -> torch.Tensor:
     """Exact LM-head gradient Gram matrix [B,B] by the token-pair closed form, chunked over token rows."""
     _check(hidden, logits, labels, mask)
+    hidden = _upcast(hidden)
     B = labels.shape[0]
     H, Z, y, sample = _flat_tokens(hidden, logits, labels, mask)
     N, V = Z.shape
@@ -130,6 +136,7 @@ def kernel_vocab_chunks(
 ) -> torch.Tensor:
     """Exact LM-head gradient Gram matrix [B,B] built one vocabulary chunk of ``(E - P)ᵀH`` at a time."""
     _check(hidden, logits, labels, mask)
+    hidden = _upcast(hidden)
     B, T, V = logits.shape
     d = hidden.shape[-1]
     m = mask.to(hidden.dtype)

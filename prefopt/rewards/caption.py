@@ -60,7 +60,9 @@ class CaptionReward:
         """One reward per completion (0 for a missing caption or a failed judgement)."""
         n = len(completions)
         types = _column(problem_type, n)
-        problems = _column(problem, n) if problem is not None else [prompt_text(p) for p in prompts]
+        problems = _column(problem, n) if problem is not None else [None] * n
+        # Without a `problem` column the question is read from the prompt's last user turn.
+        problems = [q if q else prompt_text(p) for q, p in zip(problems, prompts, strict=True)]
         options = _column(kwargs.get("options") or (), n)
         rewards = [0.0] * n
         asks: list[tuple[int, str]] = []
