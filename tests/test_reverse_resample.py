@@ -217,3 +217,31 @@ def test_sample_token_top_p_and_greedy():
 def test_strip_tags():
     assert strip_tags("<SPAN>A cat</CN> sits on <SPAN>a mat</CN> .") == "A cat sits on a mat."
     assert strip_tags(" <SPAN> dog</UN>") == "dog"
+
+
+def test_cache_crop_and_prompt_rewrite_give_the_logits_of_a_fresh_prefill(tagged):
+    """The cached runner's logits after a rollback and after a hint rewrite equal a from-scratch prefill's."""
+    from prefopt.reverse.resample import RetrospectiveSampler, _ModelRunner
+
+    adapter, tag_ids, words, period = tagged
+    sampler = RetrospectiveSampler(adapter)
+    msgs, imgs = _ask()
+    sampler._media = (imgs, [])
+    prompt = sampler._encode(msgs)
+    span, cn, _ = tag_ids
+    answer = [span, words["cat"], cn, period, span, words["dog"], cn, span, words["car"]]
+    cached = _ModelRunner(adapter, reuse_cache=True)
+    cached.prefill(prompt, [])
+    for tok in answer:
+        cached.step(tok)
+    fresh = _ModelRunner(adapter, reuse_cache=False)
+    torch.testing.assert_close(cached.rollback(answer[:3]), fresh.prefill(prompt, answer[:3]), atol=1e-4, rtol=1e-4)
+    before = cached.forward_tokens
+    hinted = sampler._encode(with_hint(msgs, ["car"], ResampleConfig.hint_template))
+    got = cached.new_prompt(hinted, answer[:3])
+    torch.testing.assert_close(got, fresh.prefill(hinted, answer[:3]), atol=1e-4, rtol=1e-4)
+    # Only the hint tail and the 3-id prefix were fed, not the image tokens again.
+    assert cached.forward_tokens - before < hinted["input_ids"].shape[1] // 2 + 3
+    for tok in answer[3:6]:
+        got = cached.step(tok)
+    torch.testing.assert_close(got, fresh.prefill(hinted, answer[:6]), atol=1e-4, rtol=1e-4)
