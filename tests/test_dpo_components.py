@@ -151,3 +151,15 @@ def test_reference_cache_round_trip_and_fingerprint(tmp_path):
     assert load_cache(path, "0" * 64, ["1w", "1l"], 3) is None  # other fingerprint
     data.write_bytes(b"changed data")
     assert fingerprint({"data": data_identity(str(data)), "keys": ["1w", "1l"]}) != fp
+
+
+def test_reference_shards_match_the_full_pass(adapters):
+    from prefopt.dpo.reference import compute_reference_logps
+
+    adapter = adapters["llava"]
+    examples = _examples(3)
+    collator = PreferenceCollator(adapter, loss_keys("mdpo"), ContrastiveImages(examples, "none"))
+    dataset = PreferenceDataset(examples)
+    full = compute_reference_logps(adapter.model, dataset, collator, batch_size=2)
+    shard = compute_reference_logps(adapter.model, dataset, collator, batch_size=2, indices=[2, 0])
+    assert full.shape == (3, 3) and torch.allclose(shard, full[[2, 0]], atol=1e-5)

@@ -117,22 +117,22 @@ def _reference_forward(model: Any, batch: dict[str, Any]) -> Tensor:
 
 
 def compute_reference_logps(model: Any, dataset: Any, collator: Any, *, batch_size: int = 4,
-                            device: Any = None) -> Tensor:
-    """Run the reference over the whole dataset once: ``[N, K]`` summed response log-probs (float32)."""
-    from torch.utils.data import DataLoader
+                            device: Any = None, indices: Sequence[int] | None = None) -> Tensor:
+    """Run the reference over the dataset (or its rows ``indices``) once: ``[rows, K]`` float32 log-probs."""
+    from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()  # dropout off: the reference must be deterministic
     keys = collator.keys
-    rows = torch.zeros(len(dataset), len(keys))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+    subset = Subset(dataset, list(indices)) if indices is not None else dataset
+    chunks = []
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=collator)
     try:
         for batch in tqdm(loader, desc="reference log-probs"):
-            index = batch["example_index"]
             batch = {k: v.to(device) if device is not None and isinstance(v, Tensor) else v for k, v in batch.items()}
             values = _reference_forward(model, batch).float().cpu()
-            rows[index] = torch.stack(values.chunk(len(keys)), dim=1)
+            chunks.append(torch.stack(values.chunk(len(keys)), dim=1))  # [B, K]
     finally:
         model.train(was_training)
-    return rows
+    return torch.cat(chunks) if chunks else torch.zeros(0, len(keys))

@@ -144,31 +144,40 @@ def _load_frozen(config: SymMPOConfig, path: str, device: Any) -> Any:
 
 
 def precomputed_reference(config: SymMPOConfig, examples: list[Any], contrastive: Any) -> torch.Tensor:
-    """The cached ``[N, K]`` reference log-probs, computing and saving them first when absent (main rank only)."""
+    """The cached ``[N, K]`` reference log-probs; when absent every rank computes a shard, rank 0 saves."""
     from accelerate import PartialState
+    from accelerate.utils import gather_object
 
     keys = loss_keys(config.loss.name)
     parts = _fingerprint_parts(config, keys, len(examples))
     fp = fingerprint(parts)
     path = cache_file(config.data.path, fp, config.reference_cache_dir, config.training.output_dir)
     state = PartialState()
-    with state.main_process_first():  # rank 0 computes and writes; the others then read the file
-        values = load_cache(path, fp, keys, len(examples))
-        if values is not None:
-            logger.info("reference log-probs: reusing %s", path)
-            return values
-        ref_path = config.reference_model or config.model.name_or_path
-        logger.info("reference log-probs: computing with %s for %d examples -> %s", ref_path, len(examples), path)
-        adapter = _load_frozen(config, ref_path, state.device)
-        collator = PreferenceCollator(adapter, keys, contrastive)
-        values = compute_reference_logps(adapter.model, PreferenceDataset(examples), collator,
-                                         batch_size=config.reference_batch_size, device=state.device)
-        if state.is_main_process:
-            save_cache(path, values, fp, keys, parts)
-        del adapter, collator
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    values = load_cache(path, fp, keys, len(examples))
+    state.wait_for_everyone()  # nobody may see a file written during this run's own check
+    if values is not None:
+        logger.info("reference log-probs: reusing %s", path)
+        return values
+    ref_path = config.reference_model or config.model.name_or_path
+    logger.info("reference log-probs: computing with %s for %d examples -> %s", ref_path, len(examples), path)
+    adapter = _load_frozen(config, ref_path, state.device)
+    # strided shards: each rank runs 1/world of the forwards, so no rank idles at a barrier for long
+    shard = list(range(state.process_index, len(examples), state.num_processes))
+    local = compute_reference_logps(adapter.model, PreferenceDataset(examples),
+                                    PreferenceCollator(adapter, keys, contrastive),
+                                    batch_size=config.reference_batch_size, device=state.device, indices=shard)
+    values = torch.zeros(len(examples), len(keys))
+    if state.num_processes > 1:
+        for rows, part in gather_object([(shard, local)]):
+            values[rows] = part
+    else:
+        values[shard] = local
+    if state.is_main_process:
+        save_cache(path, values, fp, keys, parts)
+    del adapter
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return values
 
 
