@@ -274,3 +274,19 @@ def test_load_options_and_template_fallback(tiny_llava_dir, tmp_path):
     (bare / "model.safetensors").unlink()
     with pytest.raises(ModelError, match="no model weights"):
         load_adapter(str(bare))
+
+
+def test_4bit_load_quantizes_language_model_only(tiny_qwen_dir):
+    adapter = load_adapter(str(tiny_qwen_dir), quantization="4bit")
+    kinds = {name: type(m).__name__ for name, m in adapter.model.named_modules()}
+    lm_q = next(n for n in kinds if n.startswith(adapter.language_model_prefixes[0]) and n.endswith("q_proj"))
+    assert kinds[lm_q] == "Linear4bit"
+    kept = [
+        n for n in kinds if n.startswith(tuple(adapter.vision_tower_prefixes + adapter.projector_prefixes))
+    ]
+    assert kept and all(kinds[n] != "Linear4bit" for n in kept)
+    assert kinds["lm_head"] == "Linear"
+    batch = adapter.encode_prompts([[user_message("Hi", 1)]], [[_image(56, 56)]])
+    with torch.no_grad():
+        out = adapter.model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert out.shape[1] > batch["input_ids"].shape[1]

@@ -36,6 +36,11 @@ LLAVA_CHAT_TEMPLATE = (
 LLAVA_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")
 
 
+#: Module prefixes in the transformers 5 layout (checked against ``model.named_modules()``).
+VISION_PREFIXES = ["model.vision_tower"]
+PROJECTOR_PREFIXES = ["model.multi_modal_projector"]
+
+
 @register
 class LlavaAdapter(VLMAdapter):
     """Adapter for ``LlavaForConditionalGeneration`` checkpoints (llava-hf LLaVA-1.5 and the tiny one)."""
@@ -68,6 +73,7 @@ class LlavaAdapter(VLMAdapter):
             trust_remote_code=trust_remote_code,
             load_model=load_model,
             chat_template=cls.chat_template,
+            unquantized=VISION_PREFIXES + PROJECTOR_PREFIXES + ["lm_head"],
         )
         return cls(model, processor, name_or_path)
 
@@ -99,12 +105,12 @@ class LlavaAdapter(VLMAdapter):
     @property
     def vision_tower_prefixes(self) -> list[str]:
         """CLIP vision encoder (transformers 5 layout: ``model.vision_tower``)."""
-        return ["model.vision_tower"]
+        return list(VISION_PREFIXES)
 
     @property
     def projector_prefixes(self) -> list[str]:
         """Two-layer MLP projector."""
-        return ["model.multi_modal_projector"]
+        return list(PROJECTOR_PREFIXES)
 
     @property
     def language_model_prefixes(self) -> list[str]:

@@ -49,8 +49,12 @@ def check_model_dir(name_or_path: str, model_types: Sequence[str], *, need_model
         raise ModelError(f"{path}: no model weights (*.safetensors)")
 
 
-def quantization_config(quantization: str | None, dtype: Any) -> Any:
-    """A ``BitsAndBytesConfig`` for ``"4bit"`` (NF4, double quant) or ``"8bit"``; None when off."""
+def quantization_config(quantization: str | None, dtype: Any, skip_modules: Sequence[str] = ()) -> Any:
+    """A ``BitsAndBytesConfig`` for ``"4bit"`` (NF4, double quant) or ``"8bit"``; None when off.
+
+    ``skip_modules`` (module-name prefixes) stay in full precision: QLoRA quantizes only the language
+    model, since the small vision tower and projector lose accuracy cheaply and are rarely trained.
+    """
     if quantization in (None, "", "none"):
         return None
     from transformers import BitsAndBytesConfig
@@ -64,9 +68,10 @@ def quantization_config(quantization: str | None, dtype: Any) -> Any:
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
+            llm_int8_skip_modules=list(skip_modules) or None,
         )
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(skip_modules) or None)
     raise ModelError(f"quantization '{quantization}' is not supported; use 4bit, 8bit or leave it empty")
 
 
@@ -81,11 +86,12 @@ def load_pretrained(
     trust_remote_code: bool = False,
     load_model: bool = True,
     chat_template: str | None = None,
+    unquantized: Sequence[str] = (),
 ) -> tuple[Any, Any]:
     """Load ``(model, processor)`` with the Auto classes; ``model`` is None when ``load_model`` is False.
 
     ``chat_template`` is installed on processors that ship none (base checkpoints), so that trainers
-    rendering prompts through the processor work.
+    rendering prompts through the processor work. ``unquantized``: module prefixes kept out of 4/8-bit.
     """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -108,7 +114,7 @@ def load_pretrained(
         kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
-    bnb = quantization_config(quantization, torch_dtype)
+    bnb = quantization_config(quantization, torch_dtype, unquantized)
     if bnb is not None:
         kwargs["quantization_config"] = bnb
     try:

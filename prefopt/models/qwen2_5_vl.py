@@ -53,6 +53,11 @@ QWEN_SPECIAL_TOKENS = (
 )
 
 
+#: Module prefixes in the transformers 5 layout (checked against ``model.named_modules()``).
+VISION_PREFIXES = ["model.visual.patch_embed", "model.visual.blocks"]
+PROJECTOR_PREFIXES = ["model.visual.merger"]
+
+
 @register
 class Qwen25VLAdapter(VLMAdapter):
     """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints (and the tiny ones)."""
@@ -88,6 +93,7 @@ class Qwen25VLAdapter(VLMAdapter):
             trust_remote_code=trust_remote_code,
             load_model=load_model,
             chat_template=cls.chat_template,
+            unquantized=VISION_PREFIXES + PROJECTOR_PREFIXES + ["lm_head"],
         )
         adapter = cls(model, processor, name_or_path)
         adapter.video_max_pixels = video_max_pixels
@@ -155,12 +161,12 @@ class Qwen25VLAdapter(VLMAdapter):
     @property
     def vision_tower_prefixes(self) -> list[str]:
         """The ViT blocks and patch embedding (transformers 5 layout: ``model.visual``)."""
-        return ["model.visual.patch_embed", "model.visual.blocks"]
+        return list(VISION_PREFIXES)
 
     @property
     def projector_prefixes(self) -> list[str]:
         """The patch merger that maps vision features to the text width."""
-        return ["model.visual.merger"]
+        return list(PROJECTOR_PREFIXES)
 
     @property
     def language_model_prefixes(self) -> list[str]:
