@@ -198,3 +198,26 @@ def test_recipes_parse_and_reject_unknown_training_key():
         load_recipe("recipes/tiny/qwen_grpo.yaml", ["training.num_generation=4"])
     with pytest.raises(ConfigError, match="ntk.mode"):
         load_recipe("recipes/tiny/qwen_grpo.yaml", ["ntk.mode=exact"])
+
+
+def test_cli_grpo_video_prompt_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys):
+    """TRL 1.16's GRPO loss forward drops video tensors, so video rows are refused up front, naming the row."""
+    (tmp_path / "clip.mp4").write_bytes(b"\x00")
+    data = tmp_path / "video.json"
+    row = {**ROWS[0], "data_type": "video", "path": "clip.mp4", "problem_id": "v7"}
+    data.write_text(json.dumps([row]))
+    rc = main(
+        [
+            "grpo",
+            "--config",
+            "recipes/tiny/qwen_grpo.yaml",
+            f"model.name_or_path={tiny_qwen_dir}",
+            f"data.path={data}",
+            f"data.image_root={tmp_path}",
+            "rewards.caption=false",
+            f"training.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "video" in err and "v7" in err
