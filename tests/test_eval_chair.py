@@ -128,3 +128,13 @@ def test_chair_errors_name_line(tmp_path):
     path.write_text(json.dumps({"text": "a dog"}) + "\n")
     with pytest.raises(DataError, match=r"row 1: no ground truth"):
         bench.read_predictions(path, EvalOptions())
+
+
+def test_repeated_mentions_count_for_chair_i():
+    """ "A dog chases another dog near a cat", gt {cat}: mentions dog, dog, cat -> CHAIRi 2/3, CHAIRs 1/1,
+    recall 1/1."""
+    from prefopt.eval.chair import chair_metrics
+
+    row = {"mentions": mentioned_objects("A dog chases another dog near a cat"), "gt": ["cat"]}
+    assert row["mentions"] == ["dog", "dog", "cat"]
+    assert chair_metrics([row]) == {"chair_s": 1.0, "chair_i": pytest.approx(2 / 3), "recall": 1.0}
