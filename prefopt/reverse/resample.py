@@ -1,10 +1,10 @@
 """Retrospective resampling at inference (REVERSE, SPEC 4.3), with the KV cache of the accepted prefix kept.
 
 The model writes ``<SPAN>phrase</CN>`` around the phrases it states. At every closing tag we read
-p = softmax(logits)[``</UN>``] (before temperature and top-p, so the check does not depend on the sampling
-temperature; also when ``</CN>`` was the token sampled). When p > τ (or ``</UN>`` itself was sampled) the
+p = softmax(logits)[``</UN>``] (after any user logits processors, before temperature and top-p, so the check
+does not depend on the sampling temperature; also when ``</CN>`` was the token sampled). When p > τ (or ``</UN>`` itself was sampled) the
 phrase is flagged: we go back to the end of the previous accepted phrase and sample again with temperature
-T ← min(T + ΔT, T0 + 0.5). Optionally the flagged phrases (last 5) are written into the prompt as
+T ← min(T + ΔT, T0 + 0.5); T returns to T0 once a phrase is accepted. Optionally the flagged phrases (last 5) are written into the prompt as
 "(Hint: potential incorrect phrases -> p1, …)". After K consecutive failures without an accepted phrase we
 go back further, to the last sentence end; after N flagged phrases in total we give up and return the
 accepted prefix (``success=False``) or the configured fallback.
@@ -187,7 +187,6 @@ class _ModelRunner:
             if a != b:
                 break
             common += 1
-        tail = new_ids[common:] + list(prefix)
         reusable = self.reuse_cache and 0 < common and not (set(new_ids[common:]) & self.image_ids)
         if not reusable:
             return self.prefill(prompt_inputs, prefix)
