@@ -141,24 +141,24 @@ def test_each_loss_on_tiny_llava(
     assert (out / "model.safetensors").is_file()
 
 
-def test_symmpo_qwen_lora_reuses_reference_cache(
-    tiny_qwen_dir, symmpo_parquet, tmp_path, count_reference_forwards
-):
-    cache = tmp_path / "cache"
-    assert (
-        _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, tmp_path / "a", f"reference_cache_dir={cache}") == 0
-    )
+def test_symmpo_qwen_lora_cache_reused_on_resume(tiny_qwen_dir, symmpo_parquet, tmp_path, count_reference_forwards,
+                                                  caplog):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    first = ["training.max_steps=1", "training.save_steps=1", f"reference_cache_dir={cache}"]
+    assert _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, out, *first) == 0
     files = list(cache.glob("pairs.parquet.ref-logps-*.safetensors"))
     assert len(files) == 1 and sum(count_reference_forwards) == 4 * 5
     stamp = files[0].stat().st_mtime_ns
-    _check_run(tmp_path / "a", ["rewards/margins", "rewards/pair_image_margins", "loss/anchor"])
-    assert (tmp_path / "a" / "adapter_config.json").is_file()
+    assert (out / "checkpoint-1").is_dir() and (out / "adapter_config.json").is_file()
     count_reference_forwards.clear()
-    assert (
-        _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, tmp_path / "b", f"reference_cache_dir={cache}") == 0
-    )
-    assert count_reference_forwards == []  # second run: no reference forward at all
+    caplog.set_level("INFO")
+    # second run in the same folder: resumes from checkpoint-1 and reads the cache
+    assert _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, out, f"reference_cache_dir={cache}") == 0
+    assert count_reference_forwards == []  # no reference forward at all
     assert list(cache.glob("*.safetensors")) == files and files[0].stat().st_mtime_ns == stamp
+    assert "resuming from" in caplog.text and "reusing" in caplog.text
+    _check_run(out, ["rewards/margins", "rewards/pair_image_margins", "loss/anchor"])
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
 
 
 def test_mdpo_online_reference_with_built_contrastive(
