@@ -221,3 +221,21 @@ def test_cli_grpo_video_prompt_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys)
     assert rc == 2
     err = capsys.readouterr().err
     assert "video" in err and "v7" in err
+
+
+def test_limit_pixels_caps_budgeted_processors_only(tiny_model_dirs):
+    """max_pixels = 4·56² = 12544 on a 448² image: Qwen resizes to 112² = 8×8 patches of 14 px; CLIP is unchanged."""
+    from prefopt.grpo.trainer import limit_pixels
+    from prefopt.models.adapter import load_adapter
+
+    messages = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]]
+    images = [[Image.new("RGB", (448, 448))]]
+    qwen = load_adapter(str(tiny_model_dirs["qwen2_5_vl"]), load_model=False)
+    before = qwen.encode_prompts(messages, images)["image_grid_thw"].prod().item()
+    assert limit_pixels(qwen.processor, 4 * 56 * 56)
+    after = qwen.encode_prompts(messages, images)["image_grid_thw"].prod().item()
+    assert after == 64 < before
+    llava = load_adapter(str(tiny_model_dirs["llava"]), load_model=False)
+    length = llava.encode_prompts(messages, images)["input_ids"].shape
+    assert not limit_pixels(llava.processor, 4 * 56 * 56)
+    assert llava.encode_prompts(messages, images)["input_ids"].shape == length

@@ -204,15 +204,22 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
     return funcs, weights
 
 
-def _limit_pixels(processor: Any, max_pixels: int | None) -> None:
-    """Cap image resolution where the image processor has a pixel budget (SPEC 1.6 ``max_pixels``)."""
+def limit_pixels(processor: Any, max_pixels: int | None) -> bool:
+    """Cap image resolution where the image processor takes a pixel budget (SPEC 1.6 ``max_pixels``).
+
+    Processors that declare a ``max_pixels`` keyword (Qwen2.5-VL's) store it as ``size.longest_edge``; fixed-size
+    processors (LLaVA's CLIP) have no such budget and are left alone. Returns whether the cap was applied.
+    """
     image_processor = getattr(processor, "image_processor", None)
-    if max_pixels is None or image_processor is None or not hasattr(image_processor, "max_pixels"):
-        return
-    image_processor.max_pixels = max_pixels
-    size = getattr(image_processor, "size", None)
-    if isinstance(size, dict) and "longest_edge" in size:
+    declared = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
+    if max_pixels is None or "max_pixels" not in declared:
+        return False
+    size = image_processor.size
+    if isinstance(size, dict):
         size["longest_edge"] = max_pixels
+    else:
+        size.longest_edge = max_pixels
+    return True
 
 
 def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -> GroundedGRPOTrainer:
@@ -225,7 +232,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
 
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
-    _limit_pixels(adapter.processor, recipe.max_pixels)
+    limit_pixels(adapter.processor, recipe.max_pixels)
     if train_dataset is None:
         train_dataset = load_dataset_for_recipe(recipe.data)
     funcs, weights = build_reward_funcs(recipe)
