@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
+from prefopt.config import ConfigError
 from prefopt.dpo.collator import (
+    KEY_PARTS,
     PreferenceCollator,
     PreferenceDataset,
     sequence_logps,
@@ -185,7 +187,7 @@ def training_arguments(config: SymMPOConfig) -> TrainingArguments:
     """``TrainingArguments`` from the recipe's ``training`` section (built before the model: ZeRO-3 init)."""
     t = config.training
     if not 0 <= t.warmup_ratio < 1:
-        raise DataError(f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+        raise ConfigError(f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     # transformers 5 reads a warmup_steps below 1 as the warmup share of all steps
     kwargs: dict[str, Any] = dict(
         output_dir=t.output_dir, learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler_type,
@@ -201,7 +203,7 @@ def training_arguments(config: SymMPOConfig) -> TrainingArguments:
     try:
         return TrainingArguments(**kwargs)
     except (TypeError, ValueError) as err:
-        raise DataError(f"training section: {err}") from err
+        raise ConfigError(f"training section: {err}") from err
 
 
 def _online_reference_model(config: SymMPOConfig, device: Any) -> Any:
@@ -224,6 +226,8 @@ def train(config: SymMPOConfig) -> Path:
 
     keys = loss_keys(config.loss.name)
     examples = read_examples(config)
+    if not any(KEY_PARTS[k][0] == "contrastive_image" for k in keys):
+        config.contrastive = "none"  # plain DPO never looks at m': do not embed or corrupt images for it
     contrastive = ContrastiveImages(examples, config.contrastive, config.contrastive_seed)
     validate_examples(examples, keys, config.loss.name, contrastive, path=config.data.path)
     logger.info("loss %s over sequences %s; %d examples", config.loss.name, ",".join(keys), len(examples))
