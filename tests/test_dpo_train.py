@@ -138,6 +138,11 @@ def test_each_loss_on_tiny_llava(
     # dpo reads 2 sequences per example, mdpo 3, symmpo 5: 4 examples in batches of 2
     per_example = {"dpo": 2, "mdpo": 3, "symmpo": 5}[loss]
     assert sum(count_reference_forwards) == 4 * per_example
+    first, second = [row for row in _history(out) if "loss" in row]
+    # step 1: the policy is the reference, so the cached rows must line up with the batch exactly
+    assert abs(first["rewards/margins"]) < 1e-5 and abs(first["rewards/chosen"]) < 1e-5
+    # one optimiser step along the loss gradient widens the chosen-vs-rejected margin
+    assert second["rewards/margins"] > 0
     assert (out / "model.safetensors").is_file()
 
 
