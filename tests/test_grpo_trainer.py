@@ -103,6 +103,7 @@ def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripte
     assert steps[-1]["judge/calls"] == 4 and steps[-1]["judge/failures"] == 0
     assert (out / "checkpoint-2").is_dir() and (out / "training_curves.png").is_file()
     assert load_adapter(str(out)).family == family
+    assert load_adapter(str(out / "checkpoint-2")).family == family
 
 
 def _batch(adapter, n_gen=2):

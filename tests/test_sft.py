@@ -137,3 +137,28 @@ def test_cli_sft_bad_convert_names_the_row(tiny_qwen_dir, tmp_path, capsys):
     )
     assert rc == 2
     assert "r0" in capsys.readouterr().err
+
+
+def test_cli_sft_resume_continues_from_checkpoint(tiny_qwen_dir, tmp_path):
+    data = _write_cot(tmp_path, 2)
+    out = tmp_path / "run"
+    common = [
+        "sft",
+        "--config",
+        "recipes/tiny/qwen_sft.yaml",
+        "--convert",
+        "four_stage",
+        f"model.name_or_path={tiny_qwen_dir}",
+        f"data.path={data}",
+        f"data.image_root={tmp_path}",
+        f"training.output_dir={out}",
+        "training.save_strategy=steps",
+        "training.save_steps=1",
+        "training.per_device_train_batch_size=1",
+    ]
+    assert main([*common, "training.max_steps=1"]) == 0
+    assert (out / "checkpoint-1").is_dir()
+    assert main([*common, "training.max_steps=2", "--resume"]) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2]
