@@ -201,12 +201,49 @@ def test_recipes_parse_and_reject_unknown_training_key():
         load_recipe("recipes/tiny/qwen_grpo.yaml", ["ntk.mode=exact"])
 
 
-def test_cli_grpo_video_prompt_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys):
-    """TRL 1.16's GRPO loss forward drops video tensors, so video rows are refused up front, naming the row."""
-    (tmp_path / "clip.mp4").write_bytes(b"\x00")
-    data = tmp_path / "video.json"
-    row = {**ROWS[0], "data_type": "video", "path": "clip.mp4", "problem_id": "v7"}
-    data.write_text(json.dumps([row]))
+def write_clip(path, n_frames=4, rate=2, size=56):
+    """A tiny MPEG-4 clip of flat frames (PyAV)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_mixed_prompts(folder):
+    """Two image and two video prompts (Video-R1 layout), so batches hold both media kinds."""
+    rows = json.loads(write_prompts(folder).read_text())
+    for i in (2, 3):
+        write_clip(folder / f"v{i}.mp4")
+        rows[i] = {**rows[i], "data_type": "video", "path": f"v{i}.mp4"}
+    path = folder / "mixed.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_cli_grpo_video_prompts_on_qwen(tiny_qwen_dir, tmp_path, monkeypatch):
+    """Video rows reach generation and the loss forward with their video tensors (Qwen2.5-VL)."""
+    seen = []
+    original = GroundedGRPOTrainer._get_per_token_logps_and_entropies
+
+    def spy(self, model, input_ids, *args, **kwargs):
+        result = original(self, model, input_ids, *args, **kwargs)
+        if self._video_rows is not None:
+            n_video_tokens = int((input_ids == self._video_pad_token_id).sum())
+            tensors = [r for r in self._video_rows if r is not None]
+            grid_tokens = sum(int(r["video_grid_thw"].prod()) // 4 for r in tensors)
+            seen.append((n_video_tokens, grid_tokens))
+        return result
+
+    monkeypatch.setattr(GroundedGRPOTrainer, "_get_per_token_logps_and_entropies", spy)
+    data = write_mixed_prompts(tmp_path)
     rc = main(
         [
             "grpo",
@@ -216,12 +253,33 @@ def test_cli_grpo_video_prompt_is_a_clear_error(tiny_qwen_dir, tmp_path, capsys)
             f"data.path={data}",
             f"data.image_root={tmp_path}",
             "rewards.caption=false",
+            "data.video_frames=4",
+            "training.per_device_train_batch_size=8",
+            "training.max_steps=1",
+            f"training.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    assert rc == 0
+    # every forward that saw video rows had as many video placeholders as the video grids need (merge 2x2)
+    assert seen and all(tokens == needed > 0 for tokens, needed in seen)
+
+
+def test_cli_grpo_video_on_llava_is_a_clear_error(tiny_llava_dir, tmp_path, capsys):
+    data = write_mixed_prompts(tmp_path)
+    rc = main(
+        [
+            "grpo",
+            "--config",
+            "recipes/tiny/llava_grpo.yaml",
+            f"model.name_or_path={tiny_llava_dir}",
+            f"data.path={data}",
+            f"data.image_root={tmp_path}",
+            "rewards.caption=false",
             f"training.output_dir={tmp_path / 'run'}",
         ]
     )
     assert rc == 2
-    err = capsys.readouterr().err
-    assert "video" in err and "v7" in err
+    assert "video" in capsys.readouterr().err
 
 
 def test_limit_pixels_caps_budgeted_processors_only(tiny_model_dirs):

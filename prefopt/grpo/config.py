@@ -30,7 +30,9 @@ class GRPODataSettings:
     image_root: str | None = None  # media paths are relative to this folder (None: paths as written)
     template: str = "four_stage"  # four_stage | r1 (SPEC 1.1)
     max_samples: int | None = None
-    seed: int = 0
+    video_frames: int = 16  # frames sampled per video (video rows need a video-capable family: Qwen2.5-VL)
+    video_fps: float = 2.0
+    video_max_pixels: int = 128 * 28 * 28  # per frame
 
 
 @dataclass

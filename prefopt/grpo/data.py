@@ -1,7 +1,8 @@
 """GRPO prompt data: Video-R1 / GWYS JSON records -> the Hugging Face dataset TRL's GRPOTrainer reads.
 
 Each row holds ``prompt`` (a conversational user turn built by ``prefopt.grpo.prompts.build_prompt`` with one
-image placeholder per image), ``images`` (decoded lazily by ``datasets.Image``), and the columns the reward
+placeholder per image or video), ``images`` (decoded lazily by ``datasets.Image``), ``videos`` (paths; frames are
+sampled per generation batch by :func:`attach_videos`), and the columns the reward
 functions read: ``solution``, ``problem_type``, ``problem``, ``options``, ``data_type`` and ``id``.
 """
 
@@ -32,16 +33,12 @@ def example_row(example: Any, template: str) -> dict[str, Any]:
     from prefopt.data.schema import user_message
     from prefopt.grpo.prompts import build_prompt
 
-    if example.videos:
-        raise DataError(
-            "video prompts are not supported by `prefopt grpo` yet (TRL's GRPO loss forward drops video tensors); "
-            f"example {example.id!r} has a video",
-        )
     text = build_prompt(example.problem, example.problem_type, list(example.options), template)
     return {
         "id": str(example.id),
-        "prompt": [user_message(text, n_images=len(example.images))],
+        "prompt": [user_message(text, n_images=len(example.images), n_videos=len(example.videos))],
         "images": [_image_value(img) for img in example.images],
+        "videos": [str(v) for v in example.videos],
         "problem": example.problem,
         "options": [str(o) for o in example.options],
         "solution": example.solution or "",
@@ -74,6 +71,7 @@ def build_dataset(examples: list[Any], template: str, max_samples: int | None = 
                 }
             ],
             "images": datasets.List(datasets.Image()),
+            "videos": datasets.List(datasets.Value("string")),
             "problem": datasets.Value("string"),
             "options": datasets.List(datasets.Value("string")),
             "solution": datasets.Value("string"),
@@ -90,6 +88,62 @@ def load_dataset_for_recipe(data: Any) -> Any:
         raise DataError("data.path is empty: give a Video-R1 / GWYS JSON file")
     examples = read_prompt_examples(data.path, data.format, data.image_root)
     return build_dataset(examples, data.template, data.max_samples)
+
+
+def attach_videos(rows: list[dict[str, Any]], load_frames: Any) -> list[dict[str, Any]]:
+    """Copies of ``rows`` whose video placeholders carry sampled frames (TRL hands only images to the processor).
+
+    ``load_frames(path)`` returns a list of PIL frames; rows without videos are returned unchanged.
+    """
+    out = []
+    decoded: dict[str, Any] = {}  # GRPO repeats each prompt once per generation: decode each file once
+    for row in rows:
+        paths = list(row.get("videos") or [])
+        if not paths:
+            out.append(row)
+            continue
+        for path in paths:
+            if path not in decoded:
+                decoded[path] = load_frames(path)
+        frames = iter([decoded[p] for p in paths])
+        prompt = []
+        for message in row["prompt"]:
+            content = message["content"]
+            if isinstance(content, list):
+                content = [
+                    {"type": "video", "video": next(frames)} if part.get("type") == "video" else part
+                    for part in content
+                ]
+            prompt.append({**message, "content": content})
+        out.append({**row, "prompt": prompt})
+    return out
+
+
+def video_inputs(processor: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any] | None] | None:
+    """Per-row video tensors (``pixel_values_videos``, ``video_grid_thw``, ...) exactly as the processor makes them.
+
+    Rows that repeat the same prompt (GRPO's group copies) are processed once. None when no row has a video.
+    """
+    if not any(row.get("videos") for row in rows):
+        return None
+    cache: dict[tuple, dict[str, Any]] = {}
+    result: list[dict[str, Any] | None] = []
+    for row in rows:
+        if not row.get("videos"):
+            result.append(None)
+            continue
+        key = (row.get("id"), tuple(row["videos"]))
+        if key not in cache:
+            encoded = processor.apply_chat_template(
+                [row["prompt"]],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+            )
+            cache[key] = {k: v for k, v in encoded.items() if "video" in k or k == "second_per_grid_ts"}
+        result.append(cache[key])
+    return result
 
 
 def write_examples_json(rows: list[dict[str, Any]], path: str | Path) -> Path:

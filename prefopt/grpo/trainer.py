@@ -18,6 +18,7 @@ cosine (``gradient``); the released prompt hidden-state proxy is ``ntk.mode=hidd
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -126,24 +127,129 @@ def ntk_features(
     return ntk.cosine_from_gram(gram)
 
 
+class _WithVideos:
+    """Calls the policy with each row's video tensors added: TRL's log-prob forward passes image tensors only.
+
+    TRL calls the model on consecutive row chunks in order, so the wrapper walks ``rows`` with an offset. The
+    modality map ``mm_token_type_ids`` (text 0, image 1, video 2) is rebuilt from the ids because TRL's version is
+    computed from a text without expanded video placeholders.
+    """
+
+    def __init__(
+        self, model: Any, rows: list[dict[str, Any] | None], image_token: int | None, video_token: int
+    ):
+        self.model, self.rows, self.offset = model, rows, 0
+        self.image_token, self.video_token = image_token, video_token
+
+    def __call__(self, **kwargs: Any) -> Any:
+        input_ids = kwargs["input_ids"]
+        rows = self.rows[self.offset : self.offset + input_ids.size(0)]
+        self.offset += input_ids.size(0)
+        videos = [r for r in rows if r is not None]
+        if videos:
+            for key in videos[0]:
+                kwargs[key] = torch.cat([r[key] for r in videos]).to(input_ids.device)
+            modality = torch.zeros_like(input_ids)
+            if self.image_token is not None:
+                modality[input_ids == self.image_token] = 1
+            modality[input_ids == self.video_token] = 2
+            kwargs["mm_token_type_ids"] = modality
+        return self.model(**kwargs)
+
+
+class _VideoAwareProcessor:
+    """The processor, except that a direct call on texts with video placeholders gets the batch's videos.
+
+    TRL re-encodes the prompts with ``processor(images=..., text=...)`` to build the loss-forward tensors and
+    never passes videos, which the processor rejects when the texts hold video placeholders.
+    """
+
+    def __init__(self, processor: Any, videos: list[Any]):
+        self._processor, self._videos = processor, videos
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("videos") is None and isinstance(kwargs.get("text"), list):
+            kwargs["videos"] = self._videos
+        return self._processor(*args, **kwargs)
+
+
+def _row_videos(rows: list[dict[str, Any]]) -> list[Any]:
+    """The sampled frame lists of every video placeholder, in row and placeholder order."""
+    return [
+        part["video"]
+        for row in rows
+        for message in row["prompt"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part.get("type") == "video"
+    ]
+
+
 class GroundedGRPOTrainer(GRPOTrainer):
     """TRL ``GRPOTrainer`` plus the NTK InfoNCE term, judge metrics and pluggable rollout strategies."""
 
-    def __init__(self, *args: Any, ntk: Any = None, rollout: str | RolloutStrategy = "single", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        ntk: Any = None,
+        rollout: str | RolloutStrategy = "single",
+        load_video: Callable[[str], Any] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
+        self.load_video = load_video
+        self._video_rows: list[dict[str, Any] | None] | None = None
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = self.rollout.generate_and_score(self, inputs)
+        from prefopt.grpo.data import attach_videos, video_inputs
+
+        if self.load_video is not None:
+            inputs = attach_videos(inputs, self.load_video)
+        self._video_rows = video_inputs(self.processing_class, inputs)
+        processor = self.processing_class
+        if self._video_rows is not None:
+            self.processing_class = _VideoAwareProcessor(processor, _row_videos(inputs))
+        try:
+            output = self.rollout.generate_and_score(self, inputs)
+        finally:
+            rows, self._video_rows, self.processing_class = self._video_rows, None, processor
+        if rows is not None:
+            output["video_inputs"] = rows  # a list, so TRL's shuffle/split keeps it aligned with the rows
         # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
         output["data_types"] = [str(x.get("data_type") or "image") for x in inputs]
         return output
 
+    def _tokenize_prompts(self, prompts: list):
+        """TRL's tokenisation; a row without images gets ``[]`` (not None) so mixed image/video batches encode."""
+        prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        if images is not None:
+            images = [imgs if imgs is not None else [] for imgs in images]
+        return prompt_ids, images, multimodal_fields
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+        """TRL's log-probs, with video tensors supplied per row when the batch has video prompts."""
+        for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
+            kwargs.pop(key, None)  # TRL's whole-batch video tensors: supplied per row chunk below instead
+        if self._video_rows is not None:
+            model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
+        return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
+        self._video_rows = inputs.get("video_inputs")
+        try:
+            return self._loss_with_ntk(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self._video_rows = None
+
+    def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with self._capture.armed_for():
@@ -227,6 +333,8 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from trl import GRPOConfig
 
     from prefopt.config import ConfigError
+    from prefopt.data.video import load_video_frames
+    from prefopt.errors import ModelError
     from prefopt.grpo.data import load_dataset_for_recipe
     from prefopt.training.common import prepare_policy
 
@@ -235,6 +343,11 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     limit_pixels(adapter.processor, recipe.max_pixels)
     if train_dataset is None:
         train_dataset = load_dataset_for_recipe(recipe.data)
+    has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
+    if has_video and not adapter.supports_video:
+        raise ModelError(
+            f"{recipe.data.path}: the data has video prompts but {recipe.model.name_or_path} cannot read video"
+        )
     funcs, weights = build_reward_funcs(recipe)
     try:
         args = GRPOConfig(**{**recipe.training_args(), "reward_weights": weights})
@@ -248,4 +361,10 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         processing_class=adapter.processor,
         ntk=recipe.ntk,
         rollout=recipe.rollout,
+        load_video=functools.partial(
+            load_video_frames,
+            num_frames=recipe.data.video_frames,
+            fps=recipe.data.video_fps,
+            max_pixels=recipe.data.video_max_pixels,
+        ),
     )
