@@ -8,6 +8,7 @@ groups with no advantage signal, medium prompts (high variance) do.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -52,8 +53,12 @@ def sample_responses(
     max_new_tokens: int,
     temperature: float = 1.0,
     top_p: float = 0.95,
+    load_video: Any = None,
 ) -> list[list[str]]:
-    """``k`` sampled responses per dataset row (one batched ``generate`` per prompt, progress bar)."""
+    """``k`` sampled responses per dataset row (one batched ``generate`` per prompt, progress bar).
+
+    ``load_video(path)`` turns a row's video paths into frame lists (needed only when rows have videos).
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -63,7 +68,8 @@ def sample_responses(
     out: list[list[str]] = []
     for row in tqdm(rows, desc="sampling", unit="prompt"):
         images = [list(row["images"])] if row["images"] else None
-        batch = adapter.encode_prompts([row["prompt"]], images).to(model.device)
+        videos = [[load_video(v) for v in row["videos"]]] if row.get("videos") else None
+        batch = adapter.encode_prompts([row["prompt"]], images, videos).to(model.device)
         with torch.no_grad():
             generated = model.generate(
                 **batch,
@@ -167,6 +173,7 @@ def run_selection(
     recipe: Any, k: int, keep: float, out_dir: str | Path, adapter: Any = None
 ) -> dict[str, Path]:
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
+    from prefopt.data.video import load_video_frames
     from prefopt.grpo.data import load_dataset_for_recipe
     from prefopt.grpo.trainer import build_reward_funcs
     from prefopt.training.common import prepare_policy
@@ -180,6 +187,7 @@ def run_selection(
     funcs, weights = build_reward_funcs(recipe)
     train = recipe.training_args()
     rows = [dataset[i] for i in range(len(dataset))]
+    data = recipe.data
     responses = sample_responses(
         adapter,
         rows,
@@ -187,6 +195,12 @@ def run_selection(
         int(train["max_completion_length"]),
         float(train.get("temperature", 1.0)),
         float(train.get("top_p", 0.95)),
+        functools.partial(
+            load_video_frames,
+            num_frames=data.video_frames,
+            fps=data.video_fps,
+            max_pixels=data.video_max_pixels,
+        ),
     )
     rewards = [score_responses(funcs, weights, row, resp) for row, resp in zip(rows, responses, strict=True)]
     stats = reward_stats(rewards)
