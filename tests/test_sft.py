@@ -162,3 +162,19 @@ def test_cli_sft_resume_continues_from_checkpoint(tiny_qwen_dir, tmp_path):
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2]
+
+
+def test_sft_recipes_parse_and_reject_unknown_keys():
+    from prefopt.config import ConfigError
+    from prefopt.sft.config import load_recipe
+
+    for name in ("gwys/qwen2_5_vl_7b_sft.yaml", "tiny/qwen_sft.yaml", "tiny/llava_sft.yaml"):
+        recipe = load_recipe(f"recipes/{name}")
+        assert recipe.training_args()["output_dir"]
+    gwys = load_recipe("recipes/gwys/qwen2_5_vl_7b_sft.yaml")
+    assert gwys.data.convert == "four_stage" and gwys.training_args()["learning_rate"] == 1e-6
+    assert gwys.training_args()["num_train_epochs"] == 2
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_recipe("recipes/tiny/qwen_sft.yaml", ["training.learning_rat=1e-5"])
+    with pytest.raises(ConfigError, match="data.convert"):
+        load_recipe("recipes/tiny/qwen_sft.yaml", ["data.convert=cot"])

@@ -344,6 +344,9 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     if train_dataset is None:
         train_dataset = load_dataset_for_recipe(recipe.data)
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
+    if has_video and recipe.training_args().get("use_vllm"):
+        # prefopt hands video frames to the processor itself; TRL's vLLM path only forwards images
+        raise ConfigError(f"{recipe.data.path}: video prompts need training.use_vllm=false")
     if has_video and not adapter.supports_video:
         raise ModelError(
             f"{recipe.data.path}: the data has video prompts but {recipe.model.name_or_path} cannot read video"
