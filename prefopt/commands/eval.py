@@ -47,6 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="abs",
         help="RefCOCO predicted boxes: pixels, 0-1 fractions or 0-1000",
     )
+    parser.add_argument(
+        "--template",
+        choices=("plain", "four_stage"),
+        default="plain",
+        help="POPE prompt: LLaVA's short-answer instruction, or the four-stage GWYS prompt (<answer> is scored)",
+    )
+    parser.add_argument(
+        "--vocabulary", help="CHAIR: JSON {class: [synonyms]} (or world.json of make-data) instead of COCO's"
+    )
     parser.add_argument("--bootstrap-rounds", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     judge = parser.add_argument_group("LLM judge (mmhal, hallusion)")
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         judge=_judge_config(args),
         bbox_format=args.bbox_format,
         box_scale=args.box_scale,
+        vocabulary=args.vocabulary,
+        template=args.template,
     )
     metrics = evaluate(
         args.benchmark,

@@ -16,7 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpo", type=int, default=64, help="GRPO prompts")
     parser.add_argument("--preference", type=int, default=160, help="SymMPO pairs")
     parser.add_argument("--eval", type=int, default=60, help="held-out scenes")
-    parser.add_argument("--noise", type=float, default=0.3, help="share of cold-start captions with an absent object")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.6,
+        help="chance a cold-start response also names the absent partner of a shown shape (default 0.6)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

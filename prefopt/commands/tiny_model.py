@@ -22,7 +22,9 @@ _SIZE_FLAGS = (
     "num_attention_heads",
     "num_key_value_heads",
     "vision_hidden_size",
+    "vision_intermediate_size",
     "vision_depth",
+    "vision_heads",
     "image_size",
 )
 

@@ -5,13 +5,14 @@ present is known exactly. Each kind of shape has one fixed colour, so a tiny vis
 them in minutes on a CPU. From the scenes the module writes every file the demo needs, in the public
 layouts prefopt reads:
 
-- ``sft.json``: LLaVA conversations for the cold start (four-stage answers to yes/no questions, and
-  plain captions); a share of the captions deliberately names an absent object, so the cold-start model
-  learns to hallucinate and the preference methods have something to remove;
+- ``sft.json``: LLaVA conversations for the cold start (plain captions, and four-stage answers to yes/no
+  questions); with probability ``noise`` a response also names the absent co-occurrence partner of a
+  shown shape (circle/square, triangle/star, cross/diamond), so the cold-start model learns the
+  co-occurrence hallucination real VLMs show and the preference methods have something to remove;
 - ``grpo.json``: Video-R1 / GWYS prompts (``problem``, ``solution``, ``problem_type``, ``path``);
-- ``symmpo.parquet``: SymMPO rows: chosen = faithful caption, rejected = caption naming an absent object,
-  contrastive image = the same scene with that object actually drawn, whose preferred answer is the
-  rejected caption;
+- ``symmpo.parquet``: SymMPO rows (captions, and four-stage answers to yes/no questions): chosen = the
+  faithful response, rejected = one naming an absent object, contrastive image = the same scene with that
+  object actually drawn, whose preferred answer is the rejected response;
 - ``pope.jsonl`` (random / popular / adversarial absent objects) and ``chair.jsonl`` held-out sets.
 """
 
@@ -157,7 +158,7 @@ def mentioned_objects(text: str) -> list[str]:
     found = []
     for match in re.finditer(r"[a-z]+", text.lower()):
         word = match.group(0)
-        stem = word[:-2] if word.endswith("es") and word[:-2] in OBJECTS else word.rstrip("s")
+        stem = next((w for w in (word, word[:-2], word[:-1]) if w in OBJECTS), None)  # x, x+es, x+s
         if stem in OBJECTS and stem not in found:
             found.append(stem)
     return found
@@ -181,7 +182,7 @@ class WorldSizes:
     grpo: int = 64
     preference: int = 160
     eval: int = 60
-    noise: float = 0.3  # share of cold-start captions naming one absent object
+    noise: float = 0.6  # chance a cold-start response also names the absent partner of a shown shape
     size: int = 56
 
 
@@ -195,12 +196,21 @@ def _save(scene: Scene, out: Path) -> str:
     return rel
 
 
-def _noisy_caption(scene: Scene, rng: random.Random, noise: float) -> str:
-    if rng.random() >= noise:
-        return caption(scene.objects)
+def hallucinated_objects(scene: Scene, rng: random.Random, noise: float) -> list[str]:
+    """The objects a cold-start response names: the true ones, plus, with probability ``noise``, the
+    absent partner of a shown shape right after it (co-occurrence hallucination, as real VLMs show)."""
     objects = list(scene.objects)
-    objects.insert(rng.randrange(len(objects) + 1), _absent(scene, rng))
-    return caption(objects)
+    missing = [(i, PARTNERS[o]) for i, o in enumerate(objects) if PARTNERS[o] not in scene.objects]
+    if missing and rng.random() < noise:
+        i, partner = rng.choice(missing)
+        objects.insert(i + 1, partner)
+    return objects
+
+
+def _negative(scene: Scene, rng: random.Random) -> str:
+    """An absent object to ask about: the absent partner of a shown shape half the time, else any."""
+    partners = [PARTNERS[o] for o in scene.objects if PARTNERS[o] not in scene.objects]
+    return rng.choice(partners) if partners and rng.random() < 0.5 else _absent(scene, rng)
 
 
 def _question_prompt(question: str) -> str:
@@ -210,19 +220,19 @@ def _question_prompt(question: str) -> str:
 
 
 def _sft_rows(scenes: list[Scene], out: Path, rng: random.Random, noise: float) -> list[dict]:
+    """Per scene: a caption, and four-stage answers about one shown and one absent shape; every response
+    drawn with :func:`hallucinated_objects`, the answer following the (possibly hallucinated) caption."""
     rows = []
     for scene in scenes:
         rel = _save(scene, out)
         rows.append({"id": f"{scene.id}_cap", "image": rel, "conversations": [
             {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"},
-            {"from": "gpt", "value": _noisy_caption(scene, rng, noise)}]})
-        asked, present = (rng.choice(scene.objects), True) if rng.random() < 0.5 else (_absent(scene, rng), False)
-        noisy_objects = scene.objects if rng.random() >= noise else scene.objects + [_absent(scene, rng)]
-        if not present and asked in noisy_objects:
-            present = True  # a hallucinated object in the caption carries through to the answer
-        rows.append({"id": f"{scene.id}_yn", "image": rel, "conversations": [
-            {"from": "human", "value": "<image>\n" + _question_prompt(yes_no_question(asked))},
-            {"from": "gpt", "value": four_stage_answer(noisy_objects, asked, present)}]})
+            {"from": "gpt", "value": caption(hallucinated_objects(scene, rng, noise))}]})
+        for tag, asked in (("yes", rng.choice(scene.objects)), ("no", _negative(scene, rng))):
+            named = hallucinated_objects(scene, rng, noise)
+            rows.append({"id": f"{scene.id}_{tag}", "image": rel, "conversations": [
+                {"from": "human", "value": "<image>\n" + _question_prompt(yes_no_question(asked))},
+                {"from": "gpt", "value": four_stage_answer(named, asked, asked in named)}]})
     return rows
 
 
@@ -230,7 +240,7 @@ def _grpo_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]
     rows = []
     for scene in scenes:
         rel = _save(scene, out)
-        asked = rng.choice(scene.objects) if rng.random() < 0.5 else _absent(scene, rng)
+        asked = rng.choice(scene.objects) if rng.random() < 0.5 else _negative(scene, rng)
         verdict = "yes" if asked in scene.objects else "no"
         rows.append({"id": scene.id, "problem": yes_no_question(asked), "options": [],
                      "solution": f"<answer>{verdict}</answer>", "problem_type": "yes/no",
@@ -239,13 +249,20 @@ def _grpo_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]
 
 
 def _preference_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]:
+    """Even rows: captions; odd rows: four-stage answers to "Is there a <absent object>?". Either way the
+    rejected response names the absent object, and is the right one for the contrastive image."""
     rows = []
     for i, scene in enumerate(scenes):
-        extra = _absent(scene, rng)
+        extra = _negative(scene, rng)
         contrast = with_object(scene, extra, rng)
-        faithful = caption(scene.objects)
-        hallucinated = caption(contrast.objects)
-        rows.append({"idx": i, "question": CAPTION_QUESTION, "resp_1_w": faithful, "resp_1_l": hallucinated,
+        if i % 2 == 0:
+            question = CAPTION_QUESTION
+            faithful, hallucinated = caption(scene.objects), caption(contrast.objects)
+        else:
+            question = _question_prompt(yes_no_question(extra))
+            faithful = four_stage_answer(scene.objects, extra, False)
+            hallucinated = four_stage_answer(contrast.objects, extra, True)
+        rows.append({"idx": i, "question": question, "resp_1_w": faithful, "resp_1_l": hallucinated,
                      "resp_2_w": hallucinated, "image_1": _save(scene, out), "image_2": _save(contrast, out)})
     return rows
 

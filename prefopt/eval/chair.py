@@ -85,19 +85,35 @@ def words(text: str) -> list[str]:
     return [lemmatize(w) for w in re.findall(r"[a-z]+", text.lower())]
 
 
-@lru_cache(maxsize=1)
-def phrase_table() -> tuple[dict[tuple[str, ...], str], int]:
-    """``({lemmatised phrase: class}, longest phrase length)`` built from the synonym table."""
+def load_vocabulary(path: str | Path) -> dict[str, list[str]]:
+    """``{class: [synonyms]}`` from a JSON file: that mapping itself, or an object holding it under
+    ``synonyms`` (as ``prefopt make-data`` writes ``world.json``)."""
+    data = read_json(path)
+    if isinstance(data, dict) and isinstance(data.get("synonyms"), dict):
+        data = data["synonyms"]
+    valid = isinstance(data, dict) and data and all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v) for k, v in data.items()
+    )
+    if not valid:
+        raise DataError("a vocabulary is a JSON object {class: [synonym, ...]} (or one under 'synonyms')", path=str(path))
+    return data
+
+
+@lru_cache(maxsize=8)
+def phrase_table(vocabulary: str | None = None) -> tuple[dict[tuple[str, ...], str], int]:
+    """``({lemmatised phrase: class}, longest phrase length)`` built from the synonym table: COCO's, or
+    the one in the ``vocabulary`` JSON file."""
+    synonyms = COCO_SYNONYMS if vocabulary is None else load_vocabulary(vocabulary)
     table: dict[tuple[str, ...], str] = {}
-    for cls, synonyms in COCO_SYNONYMS.items():
-        for phrase in [cls, *synonyms]:
+    for cls, names in synonyms.items():
+        for phrase in [cls, *names]:
             table[tuple(words(phrase))] = cls
     return table, max(len(k) for k in table)
 
 
-def mentioned_objects(text: str) -> list[str]:
-    """COCO classes mentioned in ``text``, in order, one entry per mention (longest match first)."""
-    table, longest = phrase_table()
+def mentioned_objects(text: str, vocabulary: str | None = None) -> list[str]:
+    """Classes mentioned in ``text``, in order, one entry per mention (longest match first)."""
+    table, longest = phrase_table(vocabulary)
     tokens, found, i = words(text), [], 0
     while i < len(tokens):
         for n in range(min(longest, len(tokens) - i), 0, -1):
@@ -111,14 +127,13 @@ def mentioned_objects(text: str) -> list[str]:
     return found
 
 
-def to_class(name: str, path: str | Path, line: int) -> str:
-    """The COCO class of a ground-truth object name (class name or synonym)."""
-    table, _ = phrase_table()
+def to_class(name: str, path: str | Path, line: int, vocabulary: str | None = None) -> str:
+    """The class of a ground-truth object name (class name or synonym)."""
+    table, _ = phrase_table(vocabulary)
     cls = table.get(tuple(words(name)))
     if cls is None:
-        raise DataError(
-            f"ground-truth object '{name}' is not a COCO class or synonym", path=str(path), row=line
-        )
+        where = "COCO class" if vocabulary is None else f"class of the vocabulary {vocabulary}"
+        raise DataError(f"ground-truth object '{name}' is not a {where} or synonym", path=str(path), row=line)
     return cls
 
 
@@ -178,7 +193,7 @@ class Chair(Benchmark):
         known = coco_objects(opts.annotations)[0] if opts.annotations else None
         items = []
         for line, row in read_records(path):
-            gt = self._ground_truth(row, path, line, known)
+            gt = self._ground_truth(row, path, line, known, opts.vocabulary)
             if "image" not in row:
                 raise DataError("missing key 'image'", path=str(path), row=line)
             meta = {"image_id": row.get("image_id"), "image": row["image"], "objects": gt}
@@ -193,10 +208,15 @@ class Chair(Benchmark):
         return items
 
     def _ground_truth(
-        self, row: dict, path: str | Path, line: int, known: dict[str, set[str]] | None
+        self,
+        row: dict,
+        path: str | Path,
+        line: int,
+        known: dict[str, set[str]] | None,
+        vocabulary: str | None = None,
     ) -> list:
         if isinstance(row.get("objects"), list):
-            return sorted({to_class(str(o), path, line) for o in row["objects"]})
+            return sorted({to_class(str(o), path, line, vocabulary) for o in row["objects"]})
         if known is not None and str(row.get("image_id")) in known:
             return sorted(known[str(row["image_id"])])
         raise DataError(
@@ -215,8 +235,8 @@ class Chair(Benchmark):
                 {
                     "id": item_id(row, line, ("id", "image_id")),
                     "caption": caption,
-                    "mentions": mentioned_objects(caption),
-                    "gt": self._ground_truth(row, path, line, known),
+                    "mentions": mentioned_objects(caption, opts.vocabulary),
+                    "gt": self._ground_truth(row, path, line, known, opts.vocabulary),
                 }
             )
         return out
@@ -227,8 +247,8 @@ class Chair(Benchmark):
         return {
             "id": item_id(row, line),
             "caption": caption,
-            "mentions": mentioned_objects(caption),
-            "gt": self._ground_truth(row, path, line, None),
+            "mentions": mentioned_objects(caption, opts.vocabulary),
+            "gt": self._ground_truth(row, path, line, None, opts.vocabulary),
         }
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:

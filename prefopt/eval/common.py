@@ -34,6 +34,8 @@ class EvalOptions:
     judge: Any = None  # a prefopt.rewards.judge.JudgeConfig for mmhal / hallusion
     bbox_format: str = "xyxy"  # RefCOCO ground-truth boxes: xyxy | xywh
     box_scale: str = "abs"  # RefCOCO predicted boxes: abs (pixels) | unit (0-1) | thousand (0-1000)
+    vocabulary: str | None = None  # CHAIR: JSON {class: [synonyms]} replacing the COCO table
+    template: str = "plain"  # POPE: plain (short-answer instruction) | four_stage (GWYS prompt, <answer> scored)
 
 
 def read_json(path: str | Path) -> Any:

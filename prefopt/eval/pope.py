@@ -5,6 +5,10 @@ question).  The split goes in ``category``: taken from the row, else from the fi
 (``coco_pope_adversarial.json`` -> ``adversarial``).  The prompt appends LLaVA-1.5's short-answer
 instruction.
 
+With ``--template four_stage`` the question is wrapped in the GWYS four-stage prompt
+(prethink/caption/think/answer) and only the text inside the last ``<answer>`` tag is scored; an answer
+without that tag counts as neither yes nor no (wrong whatever the label).
+
 Scoring: an answer is "no" when the words of its first sentence include ``no`` or ``not`` (the rule
 of POPE's evaluation script), else "yes".  "yes" is the positive class:
 precision = TP / (TP + FP), recall = TP / (TP + FN), F1 their harmonic mean, yes_ratio = share of
@@ -31,6 +35,31 @@ from prefopt.eval.common import (
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 SPLITS = ("adversarial", "popular", "random")
+TEMPLATES = ("plain", "four_stage")
+
+
+def pope_prompt(question: str, template: str) -> str:
+    """The prompt for one question: LLaVA-1.5's short-answer instruction, or the four-stage GWYS prompt."""
+    if template == "four_stage":
+        from prefopt.grpo.prompts import build_prompt
+
+        return build_prompt(question, "yes/no", (), "four_stage")
+    if template != "plain":
+        raise ValueError(f"POPE template must be one of {TEMPLATES}, got {template!r}")
+    return f"{question}\n{SHORT_ANSWER}"
+
+
+def yes_no_prediction(answer: str, template: str) -> str:
+    """``yes``/``no`` by POPE's rule; under the four-stage template only the ``<answer>`` text counts and a
+    missing tag gives ``none``."""
+    if template == "four_stage":
+        from prefopt.rewards.text import extract_tag
+
+        inner = extract_tag(answer, "answer")
+        if inner is None or not inner.strip():
+            return "none"
+        answer = inner
+    return "no" if says_no(answer) else "yes"
 
 
 def yes_no_metrics(rows: list[dict[str, Any]], positive: str = "yes") -> dict[str, float]:
@@ -77,7 +106,7 @@ class Pope(Benchmark):
             category = row.get("category", split)
             if category is not None:
                 meta["category"] = category
-            prompt = f"{row['text']}\n{SHORT_ANSWER}"
+            prompt = pope_prompt(row["text"], opts.template)
             items.append(EvalItem(item_id(row, line), prompt, [row["image"]], meta))
         return items
 
@@ -87,7 +116,7 @@ class Pope(Benchmark):
         answer = answer_text(row, path, line)
         parsed = {
             "id": item_id(row, line),
-            "pred": "no" if says_no(answer) else "yes",
+            "pred": yes_no_prediction(answer, opts.template),
             "label": normalize_yes_no(row["label"], path, line),
         }
         if row.get("category") not in (None, ""):
