@@ -14,6 +14,7 @@ layouts prefopt reads:
   faithful response, rejected = one naming an absent object, contrastive image = the same scene with that
   object actually drawn, whose preferred answer is the rejected response;
 - ``pope.jsonl`` (random / popular / adversarial absent objects) and ``chair.jsonl`` held-out sets.
+- ``viscot.jsonl``: Ground-R1 VisCoT rows ("what colour is the <shape>?", the shape's box in ``bboxs``).
 """
 
 from __future__ import annotations
@@ -184,6 +185,7 @@ class WorldSizes:
     eval: int = 60
     noise: float = 0.6  # chance a cold-start response also names the absent partner of a shown shape
     size: int = 56
+    grounded: int = 16  # VisCoT-style rows with evidence boxes (viscot.jsonl, for rollout: grounded)
 
 
 def _absent(scene: Scene, rng: random.Random) -> str:
@@ -286,6 +288,18 @@ def _pope_rows(scenes: list[Scene], out: Path, rng: random.Random, counts: Count
     return rows
 
 
+def _viscot_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dict]:
+    """Ground-R1 VisCoT rows: "what colour is the <shape>?" with that shape's box as the evidence region."""
+    rows = []
+    for scene in scenes:
+        k = rng.randrange(len(scene.objects))
+        name = scene.objects[k]
+        rows.append({"problem_id": scene.id, "image": _save(scene, out), "width": scene.size, "height": scene.size,
+                     "bboxs": [scene.boxes[k]], "dataset": "shapes", "problem": f"What colour is the {name}?",
+                     "solution": OBJECTS[name][0]})
+    return rows
+
+
 def write_world(out_dir: str | Path, sizes: WorldSizes | None = None, seed: int = 0) -> dict[str, Path]:
     """Write every demo file under ``out_dir``; returns ``{name: path}``."""
     import pandas as pd
@@ -316,4 +330,8 @@ def write_world(out_dir: str | Path, sizes: WorldSizes | None = None, seed: int 
         "seed": seed, "sizes": sizes.__dict__, "objects": {k: v[0] for k, v in OBJECTS.items()},
         "synonyms": {name: [name, name + ("es" if name.endswith("s") else "s")] for name in OBJECTS},
     }, indent=1))
+    # last, so that adding it left every other file of a seed unchanged
+    files["viscot.jsonl"] = out / "viscot.jsonl"
+    files["viscot.jsonl"].write_text("".join(
+        json.dumps(row) + "\n" for row in _viscot_rows(scenes("ground", sizes.grounded), out, rng)))
     return files

@@ -15,7 +15,7 @@ from typing import Any
 from prefopt.config import ConfigError, from_dict, load_config
 from prefopt.models.settings import LoraSettings, ModelSettings
 
-TEMPLATES = ("four_stage", "r1")
+TEMPLATES = ("four_stage", "r1", "grounded")  # grounded: Ground-R1 rounds (SPEC 2), with rollout: grounded
 NTK_MODES = ("gradient", "hidden")
 #: SPEC 1.5: the gradient route thresholds its exact cosine at 0.54, the released hidden-state proxy at 0.5.
 DEFAULT_THRESHOLD = {"gradient": 0.54, "hidden": 0.5}
@@ -26,9 +26,9 @@ class GRPODataSettings:
     """The ``data:`` section: a Video-R1 / GWYS JSON file of prompts."""
 
     path: str = ""
-    format: str = "video_r1"  # video_r1 (GWYS / Video-R1 JSON or JSONL)
+    format: str = "video_r1"  # video_r1 (GWYS / Video-R1 JSON or JSONL) | viscot (Ground-R1 VisCoT JSONL)
     image_root: str | None = None  # media paths are relative to this folder (None: paths as written)
-    template: str = "four_stage"  # four_stage | r1 (SPEC 1.1)
+    template: str = "four_stage"  # four_stage | r1 (SPEC 1.1) | grounded (SPEC 2)
     max_samples: int | None = None
     video_frames: int = 16  # frames sampled per video (video rows need a video-capable family: Qwen2.5-VL)
     video_fps: float = 2.0
@@ -62,6 +62,15 @@ class NTKSettings:
         return DEFAULT_THRESHOLD[self.mode] if self.threshold is None else self.threshold
 
 
+@dataclass
+class GroundedSettings:
+    """The ``grounded:`` section: Ground-R1 multi-round rollouts (SPEC 2), used when ``rollout: grounded``."""
+
+    max_rounds: int = 5
+    min_side: int = 28  # pixels; a smaller box is grown about its centre
+    max_aspect: float = 200.0  # a box whose long/short side ratio reaches this is not cropped
+
+
 def default_training() -> dict[str, Any]:
     """The seed runs' GRPO hyper-parameters (SPEC 1.6); any ``GRPOConfig`` field may be added."""
     return {
@@ -93,6 +102,7 @@ class GRPORecipe:
     rewards: RewardSettings = field(default_factory=RewardSettings)
     ntk: NTKSettings = field(default_factory=NTKSettings)
     rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
+    grounded: GroundedSettings = field(default_factory=GroundedSettings)
     max_pixels: int | None = 401408  # SPEC 1.6; applied to processors that have it (Qwen2.5-VL)
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +117,7 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
         raise ConfigError(
             f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}"
         )
+    _validate_grounded(recipe, where)
     if recipe.ntk.mode not in NTK_MODES:
         raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
     from trl import GRPOConfig
@@ -120,6 +131,26 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
     if recipe.rewards.caption:
         judge_config(recipe, where)
     return recipe
+
+
+def _validate_grounded(recipe: GRPORecipe, where: str) -> None:
+    """``rollout: grounded`` and ``template: grounded`` go together; the caption reward needs a caption stage."""
+    grounded = recipe.rollout == "grounded"
+    if grounded != (recipe.data.template == "grounded"):
+        raise ConfigError(f"{where}: rollout: grounded and data.template: grounded must be used together")
+    if not grounded:
+        return
+    if recipe.rewards.caption:
+        raise ConfigError(
+            f"{where}: rewards.caption needs the four_stage template; set it false for grounded"
+        )
+    if recipe.training_args().get("use_vllm"):
+        raise ConfigError(
+            f"{where}: rollout: grounded generates with transformers; set training.use_vllm=false"
+        )
+    g = recipe.grounded
+    if g.max_rounds < 1 or g.min_side < 1 or g.max_aspect <= 1:
+        raise ConfigError(f"{where}: grounded needs max_rounds >= 1, min_side >= 1, max_aspect > 1, got {g}")
 
 
 def judge_config(recipe: GRPORecipe, where: str = "config") -> Any:

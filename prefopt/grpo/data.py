@@ -14,7 +14,7 @@ from typing import Any
 
 from prefopt.errors import DataError
 
-READERS = ("video_r1",)
+READERS = ("video_r1", "viscot")
 
 
 def read_prompt_examples(path: str | Path, fmt: str = "video_r1", image_root: str | None = None) -> list[Any]:
@@ -23,9 +23,10 @@ def read_prompt_examples(path: str | Path, fmt: str = "video_r1", image_root: st
         raise DataError(f"unknown data.format {fmt!r}; choose one of {list(READERS)}", path=str(path))
     if not Path(path).is_file():
         raise DataError("data file not found", path=str(path))
-    from prefopt.data.formats import read_video_r1
+    from prefopt.data.formats import read_video_r1, read_viscot_jsonl
 
-    return list(read_video_r1(path, image_root=image_root))
+    reader = read_viscot_jsonl if fmt == "viscot" else read_video_r1
+    return list(reader(path, image_root=image_root))
 
 
 def example_row(example: Any, template: str) -> dict[str, Any]:
@@ -33,7 +34,12 @@ def example_row(example: Any, template: str) -> dict[str, Any]:
     from prefopt.data.schema import user_message
     from prefopt.grpo.prompts import build_prompt
 
-    text = build_prompt(example.problem, example.problem_type, list(example.options), template)
+    if template == "grounded":
+        from prefopt.grpo.grounded import grounded_prompt
+
+        text = grounded_prompt(example.problem, example.problem_type, list(example.options))
+    else:
+        text = build_prompt(example.problem, example.problem_type, list(example.options), template)
     return {
         "id": str(example.id),
         "prompt": [user_message(text, n_images=len(example.images), n_videos=len(example.videos))],
@@ -44,6 +50,8 @@ def example_row(example: Any, template: str) -> dict[str, Any]:
         "solution": example.solution or "",
         "problem_type": example.problem_type or "free-form",
         "data_type": example.data_type or "image",
+        # annotated evidence boxes (VisCoT ``bboxs``), original-image pixels; the grounded rollout logs GIoU
+        "bboxs": [[float(v) for v in box] for box in (example.extra or {}).get("bboxs", [])],
     }
 
 
@@ -77,6 +85,7 @@ def build_dataset(examples: list[Any], template: str, max_samples: int | None = 
             "solution": datasets.Value("string"),
             "problem_type": datasets.Value("string"),
             "data_type": datasets.Value("string"),
+            "bboxs": datasets.List(datasets.List(datasets.Value("float32"))),
         }
     )
     return datasets.Dataset.from_list(rows, features=features)

@@ -34,9 +34,22 @@ class RolloutStrategy:
 
     name = "single"
 
+    def configure(self, recipe: Any) -> None:
+        """Read the strategy's settings from the recipe (the single-turn rollout has none)."""
+
     def generate_and_score(self, trainer: GRPOTrainer, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """Return TRL's batch dict (prompt/completion ids and masks, advantages, media tensors)."""
         return GRPOTrainer._generate_and_score_completions(trainer, inputs)
+
+    def generate(self, trainer: GRPOTrainer, prompts: list) -> tuple:
+        """TRL's ``_generate``: prompt/completion ids, loss mask, completions, logprobs, extras, images."""
+        return GRPOTrainer._generate(trainer, prompts)
+
+    def model_kwargs(
+        self, trainer: GRPOTrainer, input_ids: torch.Tensor, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The media keyword arguments of a log-prob forward (unchanged for single-turn rollouts)."""
+        return kwargs
 
 
 #: Rollout strategies by recipe name; another module adds e.g. ``ROLLOUTS["grounded"] = GroundedRollout``.
@@ -45,6 +58,7 @@ ROLLOUTS: dict[str, Callable[[], RolloutStrategy]] = {"single": RolloutStrategy}
 
 def make_rollout(name: str) -> RolloutStrategy:
     """The rollout strategy registered under ``name``."""
+    import prefopt.grpo.grounded_rollout  # noqa: F401  (registers "grounded")
     from prefopt.config import ConfigError
 
     if name not in ROLLOUTS:
@@ -117,6 +131,8 @@ def ntk_features(
 
     prompt_len = inputs["prompt_ids"].size(1)
     completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+    if inputs.get("tool_mask") is not None:
+        completion_mask = completion_mask * inputs["tool_mask"]  # multi-turn rollouts: policy tokens only
     if settings.mode == "hidden":
         features = ntk.hidden_proxy_features(hidden[:, :prompt_len], inputs["prompt_mask"])
         data_types = inputs.get("data_types") or ["image"] * hidden.size(0)
@@ -226,6 +242,10 @@ class GroundedGRPOTrainer(GRPOTrainer):
         output["data_types"] = [str(x.get("data_type") or "image") for x in inputs]
         return output
 
+    def _generate(self, prompts: list):
+        """Generation by the rollout strategy (TRL's own for ``single``)."""
+        return self.rollout.generate(self, prompts)
+
     def _tokenize_prompts(self, prompts: list):
         """TRL's tokenisation; a row without images gets ``[]`` (not None) so mixed image/video batches encode."""
         prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
@@ -237,6 +257,7 @@ class GroundedGRPOTrainer(GRPOTrainer):
         """TRL's log-probs, with video tensors supplied per row when the batch has video prompts."""
         for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
             kwargs.pop(key, None)  # TRL's whole-batch video tensors: supplied per row chunk below instead
+        kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
         if self._video_rows is not None:
             model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
         return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
@@ -297,6 +318,14 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
     from prefopt.rewards.answers import accuracy_reward
 
     rewards = recipe.rewards
+    if recipe.rollout == "grounded":
+        from prefopt.grpo.grounded_rollout import final_round
+
+        # Ground-R1: answer rewards on the final round, 2 · mean per-round format (SPEC 2); no caption stage
+        return [final_round(accuracy_reward), fmt.grounded_format_reward], [
+            rewards.accuracy_weight,
+            rewards.format_weight,
+        ]
     format_fn = fmt.four_stage_format_reward if recipe.data.template == "four_stage" else fmt.r1_format_reward
     funcs: list[Any] = [accuracy_reward, format_fn]
     weights = [rewards.accuracy_weight, rewards.format_weight]
@@ -356,6 +385,8 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         args = GRPOConfig(**{**recipe.training_args(), "reward_weights": weights})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training: {err}") from err
+    rollout = make_rollout(recipe.rollout)
+    rollout.configure(recipe)
     return GroundedGRPOTrainer(
         model=adapter.model,
         reward_funcs=funcs,
@@ -363,7 +394,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         train_dataset=train_dataset,
         processing_class=adapter.processor,
         ntk=recipe.ntk,
-        rollout=recipe.rollout,
+        rollout=rollout,
         load_video=functools.partial(
             load_video_frames,
             num_frames=recipe.data.video_frames,

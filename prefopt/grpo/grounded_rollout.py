@@ -1,0 +1,306 @@
+"""``rollout: grounded``: Ground-R1's multi-round, multi-image rollouts inside TRL's GRPO loop (SPEC 2).
+
+TRL's ``_generate_and_score_completions`` is reused whole; two of its seams are filled in:
+
+- ``_generate`` (through :meth:`GroundedRollout.generate`): the round loop of ``prefopt.grpo.grounded`` with
+  the policy as generator. Every round is one batched ``trainer._generate_single_turn`` call on the token ids
+  so far (no re-tokenisation of what the policy wrote) and all images so far. The follow-up user turn (crop
+  placeholder and text, chat-template markup) is tokenised on its own and appended. The completion of a
+  rollout is ``turn 1, user turn 2, turn 2, …``; TRL's ``tool_mask`` (its multi-turn loss mask) is 1 on the
+  policy's tokens and 0 on every user-turn token, image tokens included, so the loss covers the assistant
+  turns only. Completions reach the reward functions as one assistant message per round.
+- the loss-forward media: TRL re-encodes the *prompts* with their images to get ``pixel_values``; here the
+  processor is wrapped for that one call so that it returns the pixels of every image of each conversation
+  (original + crops, in order), and :meth:`GroundedRollout.model_kwargs` rebuilds Qwen2.5-VL's modality map
+  (``mm_token_type_ids``) from the full ids, which place crops inside the completion. The policy is kept
+  from writing image placeholders itself (they are suppressed in generation), so the ids mark images exactly.
+
+Logged per generation batch: ``grounded/rounds`` (mean rounds per rollout), ``grounded/answered`` (share that
+ended with an answer), ``grounded/box_rate`` (share that wrote at least one box), ``grounded/rejected`` (share
+of non-answer rounds without a usable box) and ``grounded/giou_score``: per rollout the mean over its boxes of
+``(GIoU + 1) / 2`` against the best-matching annotated box, 0 when it wrote none (as the released code scored
+a missing box), averaged over rollouts whose row has annotations. Not rewarded (SPEC 2).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from prefopt.errors import DataError, ModelError
+from prefopt.grpo import grounded
+from prefopt.grpo.trainer import ROLLOUTS, RolloutStrategy
+from prefopt.rewards.grounding import giou_score
+
+
+def inner_processor(processor: Any) -> Any:
+    """The processor under prefopt's call wrappers."""
+    while hasattr(processor, "_processor"):
+        processor = processor._processor
+    return processor
+
+
+def image_token_id(processor: Any) -> int:
+    """The id of the image placeholder the processor expands (``<|image_pad|>``, ``<image>``)."""
+    processor = inner_processor(processor)
+    token = getattr(processor, "image_token", None)
+    tid = processor.tokenizer.convert_tokens_to_ids(token) if token else None
+    if tid is None or tid == processor.tokenizer.unk_token_id:
+        raise ModelError(f"{type(processor).__name__} declares no image token; grounded rollouts need one")
+    return int(tid)
+
+
+def input_size(processor: Any, image: Any) -> tuple[int, int]:
+    """``(width, height)`` of the image as the model sees it after the processor's resizing."""
+    image_processor = inner_processor(processor).image_processor
+    out = image_processor(images=[image], return_tensors="pt")
+    if "image_grid_thw" in out:  # Qwen2.5-VL: a grid of patch_size-pixel patches
+        _, rows, cols = (int(v) for v in out["image_grid_thw"][0])
+        patch = int(image_processor.patch_size)
+        return cols * patch, rows * patch
+    pixels = out["pixel_values"]  # fixed-size processors (LLaVA's CLIP): the tensor's own size
+    return int(pixels.shape[-1]), int(pixels.shape[-2])
+
+
+def media_fields(
+    processor: Any, images: list[list[Any]], ids: list[list[int]], image_id: int
+) -> dict[str, Any]:
+    """Pixel tensors for every image of every row (in order), plus Qwen's per-token modality map."""
+    flat = [img for row in images for img in row]
+    fields = dict(inner_processor(processor).image_processor(images=flat, return_tensors="pt"))
+    if "image_grid_thw" in fields:
+        fields["mm_token_type_ids"] = [[int(t == image_id) for t in row] for row in ids]
+    return fields
+
+
+def follow_up_text(processor: Any, message: dict[str, Any]) -> str:
+    """The chat-template text that closes an assistant turn's EOS and opens the next assistant turn after ``message``.
+
+    Rendered as the difference of two dummy conversations (one ending with an assistant turn, one with
+    ``message`` after it), cut after the EOS that closes the assistant turn, so it starts where the policy
+    stopped.
+    """
+    processor = inner_processor(processor)
+    base = [
+        {"role": "user", "content": [{"type": "text", "text": "dummy"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "dummy"}]},
+    ]
+    prefix = processor.apply_chat_template(base, tokenize=False)
+    full = processor.apply_chat_template([*base, message], tokenize=False, add_generation_prompt=True)
+    eos = processor.tokenizer.eos_token
+    cut = prefix.rfind(eos) if eos else -1
+    if cut >= 0:
+        prefix = prefix[: cut + len(eos)]
+    if not full.startswith(prefix):
+        raise ModelError("the chat template renders an assistant turn differently when a user turn follows")
+    return full[len(prefix) :]
+
+
+class _PolicyGenerator:
+    """The ``generate`` callable of :func:`prefopt.grpo.grounded.run_rounds` backed by the trainer's policy."""
+
+    def __init__(self, trainer: GRPOTrainer, processor: Any, image_id: int):
+        self.trainer, self.processor, self.image_id = trainer, processor, image_id
+        self.eos_ids = set(trainer.eos_token_ids)
+
+    def _append_follow_up(self, conv: grounded.Conversation) -> None:
+        """Tokenise the newest user turn with its crop and add it to the conversation's ids (loss mask 0)."""
+        last = conv.payloads[-1]
+        closing = [] if last and last[-1] in self.eos_ids else [self.trainer.eos_token_ids[0]]
+        text = follow_up_text(self.processor, conv.follow_ups[-1])
+        encoded = self.processor(text=[text], images=[conv.crops[-1]], add_special_tokens=False)
+        ids = closing + [int(t) for t in encoded["input_ids"][0]]
+        conv.state["ids"] = conv.state["ids"] + ids
+        conv.state["segments"].append((0, ids))
+
+    def __call__(self, convs: list[grounded.Conversation]) -> list[tuple[str, Any]]:
+        for conv in convs:
+            if len(conv.follow_ups) > conv.state["appended"]:
+                self._append_follow_up(conv)
+                conv.state["appended"] += 1
+        ids = [conv.state["ids"] for conv in convs]
+        images = [conv.images for conv in convs]
+        fields = media_fields(self.processor, images, ids, self.image_id)
+        new_ids, _ = self.trainer._generate_single_turn(ids, images, fields, num_generations=1)
+        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
+        for conv, turn in zip(convs, new_ids):
+            conv.state["ids"] = conv.state["ids"] + list(turn)
+            conv.state["segments"].append((1, list(turn)))
+        return [(text, list(turn)) for text, turn in zip(texts, new_ids)]
+
+
+class _MediaOnlyProcessor:
+    """The processor, except that TRL's re-encoding call returns the pixels of every conversation image.
+
+    TRL calls ``processor(images=..., text=prompts_text, ...)`` once per batch for the loss-forward tensors;
+    the texts are the first-turn prompts, which hold only the original image's placeholder.
+    """
+
+    def __init__(self, processor: Any):
+        self._processor = processor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        images = kwargs.get("images")
+        if images is None or not isinstance(kwargs.get("text"), list):
+            return self._processor(*args, **kwargs)
+        from transformers import BatchFeature
+
+        flat = [img for row in images for img in (row or [])]
+        return BatchFeature(dict(self._processor.image_processor(images=flat, return_tensors="pt")))
+
+
+class GroundedRollout(RolloutStrategy):
+    """Ground-R1 rounds: think + box (crop fed back) until think + answer, at most ``max_rounds``."""
+
+    name = "grounded"
+
+    def __init__(self, settings: Any = None):
+        from prefopt.grpo.config import GroundedSettings
+
+        self.settings = settings or GroundedSettings()
+        self._rows: list[dict[str, Any]] | None = None
+
+    def configure(self, recipe: Any) -> None:
+        """Take ``max_rounds``, ``min_side`` and ``max_aspect`` from the recipe's ``grounded:`` section."""
+        self.settings = recipe.grounded
+
+    def generate_and_score(self, trainer: GRPOTrainer, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """TRL's generation-and-scoring with the grounded generation and multi-image forward tensors."""
+        processor = trainer.processing_class
+        self._rows, trainer.processing_class = inputs, _MediaOnlyProcessor(processor)
+        try:
+            return GRPOTrainer._generate_and_score_completions(trainer, inputs)
+        finally:
+            self._rows, trainer.processing_class = None, processor
+
+    def model_kwargs(
+        self, trainer: GRPOTrainer, input_ids: torch.Tensor, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Qwen2.5-VL's modality map over the full ids: crops sit inside the completion."""
+        if kwargs.get("image_grid_thw") is None:
+            return kwargs
+        modality = (input_ids == image_token_id(trainer.processing_class)).long()
+        return {**kwargs, "mm_token_type_ids": modality}
+
+    def generate(self, trainer: GRPOTrainer, prompts: list) -> tuple:
+        """The multi-round rollouts in the shape of TRL's ``_generate`` return value."""
+        processor = inner_processor(trainer.processing_class)
+        image_id = image_token_id(processor)
+        _suppress(trainer, [image_id, getattr(trainer, "_video_pad_token_id", None)])
+        convs, filled = self._start(processor, prompts)
+        prompt_ids, _, _ = trainer._tokenize_prompts(filled)
+        for conv, ids in zip(convs, prompt_ids):
+            conv.state.update(ids=list(ids), segments=[], appended=0)
+        s = self.settings
+        grounded.run_rounds(
+            _PolicyGenerator(trainer, processor, image_id), convs, s.max_rounds, s.min_side, s.max_aspect
+        )
+        completion_ids, loss_mask = [], []
+        for conv in convs:
+            completion_ids.append([t for _, seg in conv.state["segments"] for t in seg])
+            loss_mask.append([keep for keep, seg in conv.state["segments"] for _ in seg])
+        completions = [[{"role": "assistant", "content": text} for text in conv.turns] for conv in convs]
+        extra = {
+            "grounded_rounds": [len(conv.turns) for conv in convs],
+            "grounded_boxes": [[list(b) for b in conv.boxes] for conv in convs],
+        }
+        self._log(trainer, convs, loss_mask, completion_ids)
+        images = [conv.images for conv in convs]
+        return [list(p) for p in prompt_ids], completion_ids, loss_mask, completions, None, extra, images, []
+
+    def _start(self, processor: Any, prompts: list) -> tuple[list[grounded.Conversation], list]:
+        """One conversation per prompt, and the prompts with the resized input size written in."""
+        convs, filled, sizes = [], [], {}
+        for i, prompt in enumerate(prompts):
+            images = [
+                p["image"]
+                for m in prompt
+                if isinstance(m["content"], list)
+                for p in m["content"]
+                if p.get("type") == "image"
+            ]
+            if len(images) != 1:
+                row = (self._rows or [{}] * len(prompts))[i].get("id", i)
+                raise DataError(
+                    f"grounded rollouts need exactly one image per prompt, got {len(images)}", row=row
+                )
+            image = images[0]
+            if id(image) not in sizes:  # GRPO's group copies share one decoded image
+                sizes[id(image)] = input_size(processor, image)
+            w, h = sizes[id(image)]
+            convs.append(grounded.Conversation(image=image.convert("RGB"), input_size=(w, h)))
+            filled.append([_fill_message(m, w, h) for m in prompt])
+        return convs, filled
+
+    def _log(self, trainer: GRPOTrainer, convs: list, loss_mask: list, completion_ids: list) -> None:
+        """Round, box and GIoU metrics, plus TRL's completion-length metrics (its ``_generate`` is bypassed)."""
+        mode = "train" if trainer.model.training else "eval"
+        rows = self._rows or [{} for _ in convs]
+        regions = [r for conv in convs for r in conv.regions]
+        scored = [_giou_of(conv.boxes, row.get("bboxs") or []) for conv, row in zip(convs, rows)]
+        scored = [v for v in scored if v is not None]
+        lengths = [float(sum(mask)) for mask in loss_mask]
+        clipped = [float(bool(ids) and ids[-1] not in trainer.eos_token_ids) for ids in completion_ids]
+        local = {
+            "grounded/rounds": [float(len(c.turns)) for c in convs],
+            "grounded/answered": [float(c.stop == "answer") for c in convs],
+            "grounded/box_rate": [float(bool(c.boxes)) for c in convs],
+            "grounded/rejected": [float(r.crop_box is None) for r in regions],
+            "grounded/giou_score": scored,
+            "completions/mean_length": lengths,
+            "completions/clipped_ratio": clipped,
+        }
+        device = trainer.accelerator.device
+        for name, values in local.items():  # every rank gathers every key, in the same order
+            stats = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device)
+            total, count = trainer.accelerator.gather(stats).view(-1, 2).sum(dim=0).tolist()
+            if count > 0:
+                trainer._metrics[mode][name].append(total / count)
+
+
+def _fill_message(message: dict[str, Any], width: int, height: int) -> dict[str, Any]:
+    content = message["content"]
+    if isinstance(content, str):
+        return {**message, "content": grounded.fill_input_size(content, width, height)}
+    parts = [
+        {**p, "text": grounded.fill_input_size(p["text"], width, height)} if p.get("type") == "text" else p
+        for p in content
+    ]
+    return {**message, "content": parts}
+
+
+def _giou_of(boxes: list, annotations: list) -> float | None:
+    """Mean over ``boxes`` of the best GIoU score against ``annotations``; 0 without boxes; None without annotations."""
+    if not annotations:
+        return None
+    if not boxes:
+        return 0.0
+    return sum(max(giou_score(b, a) for a in annotations) for b in boxes) / len(boxes)
+
+
+def _suppress(trainer: GRPOTrainer, token_ids: list[int | None]) -> None:
+    """Keep the policy from writing media placeholders (the ids must mark the fed-back images exactly)."""
+    config = trainer.generation_config
+    blocked = set(getattr(config, "suppress_tokens", None) or []) | {t for t in token_ids if t is not None}
+    config.suppress_tokens = sorted(blocked)
+
+
+def final_round(reward_fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
+    """A reward function applied to the last assistant turn of each multi-round completion only."""
+
+    @functools.wraps(reward_fn)
+    def wrapped(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        last = [c[-1:] if isinstance(c, list) else c for c in completions]
+        return reward_fn(prompts, last, **kwargs)
+
+    return wrapped
+
+
+ROLLOUTS["grounded"] = GroundedRollout
