@@ -223,3 +223,48 @@ def test_final_round_accuracy_reads_the_last_turn_only():
     ]
     got = reward(None, completions, solution=["yes", "yes"], problem_type=["yes/no"] * 2)
     assert got == [1.0, 0.0]
+
+
+# ---- recipes and data -------------------------------------------------------------------------------------
+def test_grounded_recipes_parse_and_bad_combinations_are_config_errors():
+    from prefopt.config import ConfigError
+    from prefopt.grpo.config import load_recipe
+
+    seed = load_recipe("recipes/ground_r1/qwen2_5_vl_7b_grpo.yaml")
+    assert seed.rollout == "grounded" and seed.grounded.max_rounds == 5 and seed.grounded.min_side == 28
+    assert seed.data.format == "viscot" and seed.max_pixels == 401408 and not seed.rewards.caption
+    args = seed.training_args()
+    assert (args["learning_rate"], args["num_generations"], args["max_completion_length"]) == (1e-6, 8, 512)
+    for name in ("qwen", "llava"):
+        assert load_recipe(f"recipes/tiny/{name}_grounded_grpo.yaml").rollout == "grounded"
+    tiny = "recipes/tiny/qwen_grounded_grpo.yaml"
+    with pytest.raises(ConfigError, match="used together"):
+        load_recipe(tiny, ["data.template=r1"])
+    with pytest.raises(ConfigError, match="rewards.caption"):
+        load_recipe(tiny, ["rewards.caption=true"])
+    with pytest.raises(ConfigError, match="use_vllm"):
+        load_recipe(tiny, ["training.use_vllm=true"])
+    with pytest.raises(ConfigError, match="max_rounds"):
+        load_recipe(tiny, ["grounded.max_rounds=0"])
+
+
+def test_viscot_world_rows_feed_the_grounded_dataset(tmp_path):
+    from prefopt.data.synthetic import WorldSizes, write_world
+    from prefopt.grpo.data import build_dataset, read_prompt_examples
+
+    path = write_world(tmp_path, WorldSizes(1, 1, 1, 1, grounded=3), seed=1)["viscot.jsonl"]
+    examples = read_prompt_examples(path, "viscot", image_root=str(tmp_path))
+    assert len(examples) == 3
+    dataset = build_dataset(examples, "grounded")
+    row = dataset[0]
+    text = row["prompt"][0]["content"][-1]["text"]
+    assert text.startswith("Question: What colour is the ") and grounded.WIDTH_MARK in text
+    (box,) = row["bboxs"]
+    image = row["images"][0]
+    assert 0 <= box[0] < box[2] <= image.size[0] and 0 <= box[1] < box[3] <= image.size[1]
+    # the annotated box really holds the asked-for shape: its colour is the solution
+    from prefopt.data.synthetic import OBJECTS
+
+    colours = {colour: rgb for colour, rgb in OBJECTS.values()}
+    inside = grounded.crop(image.convert("RGB"), tuple(box))
+    assert colours[row["solution"]] in set(inside.getdata())
