@@ -175,6 +175,17 @@ def test_round_loop_stop_conditions():
     assert [len(c.images) for c in convs] == [1, 3, 4, 2]
 
 
+def test_round_loop_keeps_calling_while_other_processes_are_active():
+    gen = Scripted([[ANSWER], [ANSWER]])
+    others = iter([True, True, True, False])  # another process still generates in rounds 2 and 3
+    convs = grounded.run_rounds(gen, conversations(2), max_rounds=5, any_active=lambda local: next(others))
+    assert gen.calls == [2, 0, 0]  # empty calls keep this process in step, then all stop together
+    assert [c.stop for c in convs] == ["answer", "answer"]
+    gen = Scripted([[BOX, BOX, ANSWER]])
+    convs = grounded.run_rounds(gen, conversations(1), max_rounds=2, any_active=lambda local: True)
+    assert gen.calls == [1, 1] and convs[0].stop == "max_rounds"  # never more than max_rounds calls
+
+
 def test_round_loop_single_round_and_bad_generators():
     gen = Scripted([[BOX], [ANSWER]])
     convs = grounded.run_rounds(gen, conversations(2), max_rounds=1)

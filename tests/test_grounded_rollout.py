@@ -49,7 +49,9 @@ def scripted_rounds(monkeypatch):
     seen: list[list[int]] = []
 
     def scripted(self, ids, images, fields, num_generations, **kwargs):
-        original(self, ids, images, fields, num_generations, **kwargs)
+        real = original(self, ids, images, fields, num_generations, **kwargs)
+        if images is None:  # an idle step (no conversation left on this process)
+            return real
         rounds = [len(imgs) - 1 for imgs in images]
         first = all(r == 0 for r in rounds)  # a new generation batch starts
         active = list(range(len(images))) if first else [r for r in seen[-1] if r % 2 == 0]
@@ -173,6 +175,11 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
             / 2
         )
     assert metrics["grounded/giou_score"] == pytest.approx(sum(scores) / 4, abs=1e-6)
+
+    from prefopt.grpo.grounded_rollout import _PolicyGenerator
+
+    assert _PolicyGenerator(trainer, processor, image_id)([]) == []  # an idle step of a finished process
+    assert trainer.generation_config.max_new_tokens == 24
 
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which this test does not run
     loss = trainer.compute_loss(trainer.model, out)

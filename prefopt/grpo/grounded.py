@@ -197,12 +197,20 @@ def run_rounds(
     max_rounds: int = MAX_ROUNDS,
     min_side: float = MIN_SIDE,
     max_aspect: float = MAX_ASPECT,
+    any_active: Callable[[bool], bool] | None = None,
 ) -> list[Conversation]:
-    """Run the grounded loop on every conversation until each has answered or used ``max_rounds`` rounds."""
+    """Run the grounded loop on every conversation until each has answered or used ``max_rounds`` rounds.
+
+    ``any_active(local)`` tells whether any process still has a conversation going. In distributed training
+    every process must call ``generate`` equally often (ZeRO-3 gathers the weights collectively for each
+    generation), so a process that is done keeps calling it with an empty list until all are done.
+    """
     if max_rounds < 1:
         raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
     active = list(conversations)
     for round_index in range(max_rounds):
+        if not (any_active(bool(active)) if any_active is not None else active):
+            break
         outputs = generate(active)
         if len(outputs) != len(active):
             raise RuntimeError(f"the generator returned {len(outputs)} turns for {len(active)} conversations")
@@ -222,6 +230,4 @@ def run_rounds(
             conv.follow_ups.append(follow_up_message(region))
             still.append(conv)
         active = still
-        if not active:
-            break
     return conversations

@@ -117,7 +117,19 @@ class _PolicyGenerator:
         conv.state["ids"] = conv.state["ids"] + ids
         conv.state["segments"].append((0, ids))
 
+    def idle(self) -> None:
+        """A one-token generation that keeps this process in step with others still generating (ZeRO-3)."""
+        config = self.trainer.generation_config
+        saved, config.max_new_tokens = config.max_new_tokens, 1
+        try:
+            self.trainer._generate_single_turn([[self.trainer.eos_token_ids[0]]], None, {}, num_generations=1)
+        finally:
+            config.max_new_tokens = saved
+
     def __call__(self, convs: list[grounded.Conversation]) -> list[tuple[str, Any]]:
+        if not convs:
+            self.idle()
+            return []
         for conv in convs:
             if len(conv.follow_ups) > conv.state["appended"]:
                 self._append_follow_up(conv)
@@ -198,9 +210,14 @@ class GroundedRollout(RolloutStrategy):
         prompt_ids, _, _ = trainer._tokenize_prompts(filled)
         for conv, ids in zip(convs, prompt_ids):
             conv.state.update(ids=list(ids), segments=[], appended=0)
-        s = self.settings
+        s, policy = self.settings, _PolicyGenerator(trainer, processor, image_id)
         grounded.run_rounds(
-            _PolicyGenerator(trainer, processor, image_id), convs, s.max_rounds, s.min_side, s.max_aspect
+            policy,
+            convs,
+            s.max_rounds,
+            s.min_side,
+            s.max_aspect,
+            any_active=functools.partial(_any_active, trainer),
         )
         completion_ids, loss_mask = [], []
         for conv in convs:
@@ -274,6 +291,14 @@ def _fill_message(message: dict[str, Any], width: int, height: int) -> dict[str,
         for p in content
     ]
     return {**message, "content": parts}
+
+
+def _any_active(trainer: GRPOTrainer, local: bool) -> bool:
+    """Whether any process still has a conversation going."""
+    if trainer.accelerator.num_processes == 1:
+        return local
+    flags = trainer.accelerator.gather(torch.tensor([int(local)], device=trainer.accelerator.device))
+    return bool(flags.sum().item())
 
 
 def _giou_of(boxes: list, annotations: list) -> float | None:
