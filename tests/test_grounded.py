@@ -279,3 +279,13 @@ def test_viscot_world_rows_feed_the_grounded_dataset(tmp_path):
     colours = {colour: rgb for colour, rgb in OBJECTS.values()}
     inside = grounded.crop(image.convert("RGB"), tuple(box))
     assert colours[row["solution"]] in set(inside.getdata())
+
+
+def test_grounded_template_refuses_rows_without_exactly_one_image():
+    from prefopt.data.schema import PromptExample
+    from prefopt.errors import DataError
+    from prefopt.grpo.data import example_row
+
+    two = PromptExample(id="q7", messages=[], problem="Which?", images=["a.png", "b.png"])
+    with pytest.raises(DataError, match="prompt q7: the grounded template needs exactly one image"):
+        example_row(two, "grounded")

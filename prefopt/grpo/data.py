@@ -37,6 +37,10 @@ def example_row(example: Any, template: str) -> dict[str, Any]:
     if template == "grounded":
         from prefopt.grpo.grounded import grounded_prompt
 
+        if len(example.images) != 1 or example.videos:
+            raise DataError(
+                f"prompt {example.id}: the grounded template needs exactly one image and no video"
+            )
         text = grounded_prompt(example.problem, example.problem_type, list(example.options))
     else:
         text = build_prompt(example.problem, example.problem_type, list(example.options), template)

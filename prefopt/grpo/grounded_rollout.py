@@ -245,9 +245,7 @@ class GroundedRollout(RolloutStrategy):
             ]
             if len(images) != 1:
                 row = (self._rows or [{}] * len(prompts))[i].get("id", i)
-                raise DataError(
-                    f"grounded rollouts need exactly one image per prompt, got {len(images)}", row=row
-                )
+                raise DataError(f"prompt {row}: grounded rollouts need exactly one image, got {len(images)}")
             image = images[0]
             if id(image) not in sizes:  # GRPO's group copies share one decoded image
                 sizes[id(image)] = input_size(processor, image)
