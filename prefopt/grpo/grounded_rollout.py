@@ -15,6 +15,11 @@ TRL's ``_generate_and_score_completions`` is reused whole; two of its seams are 
   (``mm_token_type_ids``) from the full ids, which place crops inside the completion. The policy is kept
   from writing image placeholders itself (they are suppressed in generation), so the ids mark images exactly.
 
+The size written into the prompt is the one the processor produces: Qwen2.5-VL's patch grid times the patch
+size (after ``max_pixels``), or the fixed input of LLaVA's CLIP processor. For LLaVA a box is mapped back by
+plain scaling, which is exact for square images; on non-square ones CLIP's centre crop shows the model only
+the middle of the image, and boxes near the cut-off sides land off target.
+
 Logged per generation batch: ``grounded/rounds`` (mean rounds per rollout), ``grounded/answered`` (share that
 ended with an answer), ``grounded/box_rate`` (share that wrote at least one box), ``grounded/rejected`` (share
 of non-answer rounds without a usable box) and ``grounded/giou_score``: per rollout the mean over its boxes of
@@ -247,9 +252,9 @@ class GroundedRollout(RolloutStrategy):
                 row = (self._rows or [{}] * len(prompts))[i].get("id", i)
                 raise DataError(f"prompt {row}: grounded rollouts need exactly one image, got {len(images)}")
             image = images[0]
-            if id(image) not in sizes:  # GRPO's group copies share one decoded image
-                sizes[id(image)] = input_size(processor, image)
-            w, h = sizes[id(image)]
+            if image.size not in sizes:  # the resized size depends on the original size only
+                sizes[image.size] = input_size(processor, image)
+            w, h = sizes[image.size]
             convs.append(grounded.Conversation(image=image.convert("RGB"), input_size=(w, h)))
             filled.append([_fill_message(m, w, h) for m in prompt])
         return convs, filled
