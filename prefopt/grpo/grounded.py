@@ -9,7 +9,9 @@ in a new user turn. The loop stops at an answer or after ``max_rounds`` rounds.
 Departures from the released code, on purpose: a box is also clamped at 0 (the released code only clamped the
 far edges, so a negative corner made PIL pad the crop with black), and a box grown to the minimum side is
 shifted back inside the image instead of running over its border. As in the released code, a round with no
-usable box (none written, or rejected) gets the whole original image back and the loop goes on.
+usable box (none written, or rejected) gets the whole original image back and the loop goes on. The follow-up
+user turn is a short instruction naming the cropped region (the released code repeated the whole first-turn
+instruction every round), and images are not labelled "Picture N:" (no ``add_vision_id``).
 
 Everything here is independent of the model: :func:`run_rounds` is driven by a ``generate`` callable, so the
 loop can be tested with a scripted generator; ``prefopt.grpo.grounded_rollout`` plugs in the real policy.
