@@ -297,7 +297,7 @@ def test_reads_the_synthetic_world(tmp_path):
 
     files = write_world(tmp_path / "world", WorldSizes(train=2, grpo=2, preference=2, eval=1))
     root = tmp_path / "world"
-    assert len(read_dataset(files["sft.json"], image_root=root)) == 4
+    assert len(read_dataset(files["sft.json"], image_root=root)) == 6  # a caption and two yes/no answers per scene
     prompts = read_dataset(files["grpo.json"], image_root=root)
     assert prompts[0].problem_type == "yes/no" and prompts[0].images[0].startswith(str(root))
     pairs = read_dataset(files["symmpo.parquet"], image_root=root)
