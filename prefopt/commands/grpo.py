@@ -30,13 +30,14 @@ def run(args: argparse.Namespace) -> int:
     from prefopt.grpo.config import load_recipe
     from prefopt.grpo.trainer import build_trainer
     from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
+    from prefopt.training.reliability import run_training
 
     recipe = load_recipe(args.config, args.overrides)
     out_dir = recipe.training_args()["output_dir"]
     trainer = build_trainer(recipe)
     write_run_config(recipe, out_dir)
     resume = last_checkpoint(out_dir) if args.resume else None
-    trainer.train(resume_from_checkpoint=resume)
+    run_training(trainer, resume)
     trainer.save_model(out_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(out_dir)

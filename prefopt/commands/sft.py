@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from prefopt.sft.config import load_recipe
     from prefopt.sft.trainer import build_trainer
     from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
+    from prefopt.training.reliability import run_training
 
     overrides = list(args.overrides)
     if args.convert:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS)
     trainer = build_trainer(recipe, adapter)
     write_run_config(recipe, out_dir)
-    trainer.train(resume_from_checkpoint=last_checkpoint(out_dir) if args.resume else None)
+    run_training(trainer, last_checkpoint(out_dir) if args.resume else None)
     trainer.save_model(out_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(out_dir)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.training.reliability import ReliabilitySettings
 
 
 @dataclass
@@ -77,4 +78,5 @@ class SymMPOConfig:
     # how to supply the contrastive image m' when a row has none
     contrastive: Literal["none", "similar", "corrupt"] = "none"
     contrastive_seed: int = 0
+    reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: TrainingSettings = field(default_factory=TrainingSettings)

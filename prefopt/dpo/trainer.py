@@ -42,6 +42,7 @@ from prefopt.dpo.reference import (
     save_cache,
 )
 from prefopt.errors import DataError, ModelError
+from prefopt.training.reliability import ReliableTrainerMixin, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def make_loss_fn(settings: LossSettings) -> Callable[..., tuple[torch.Tensor, di
                              gamma_on_scaled=settings.gamma_on_scaled)
 
 
-class SymMPOTrainer(Trainer):
+class SymMPOTrainer(ReliableTrainerMixin, Trainer):
     """``Trainer`` whose ``compute_loss`` is the preference loss over one concatenated forward."""
 
     def __init__(self, *args: Any, loss_settings: LossSettings, ref_model: Any = None, **kwargs: Any):
@@ -240,14 +241,12 @@ def train(config: SymMPOConfig) -> Path:
     trainer = SymMPOTrainer(
         model=adapter.model, args=args, train_dataset=PreferenceDataset(examples, reference),
         data_collator=PreferenceCollator(adapter, keys, contrastive), processing_class=adapter.processor,
-        loss_settings=config.loss, ref_model=ref_model,
+        loss_settings=config.loss, ref_model=ref_model, reliability=config.reliability,
     )
     out = Path(args.output_dir)
     write_run_config(config, out)
     resume = last_checkpoint(out) if config.training.resume else None
-    if resume:
-        logger.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
+    run_training(trainer, resume)  # SIGTERM -> checkpoint + TrainingInterrupted
     trainer.save_model(str(out))
     trainer.save_state()
     if trainer.is_world_process_zero():

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefopt.config import ConfigError, from_dict, load_config
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.training.reliability import ReliabilitySettings
 
 TEMPLATES = ("four_stage", "r1", "grounded")  # grounded: Ground-R1 rounds (SPEC 2), with rollout: grounded
 NTK_MODES = ("gradient", "hidden")
@@ -104,6 +105,7 @@ class GRPORecipe:
     rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
     grounded: GroundedSettings = field(default_factory=GroundedSettings)
     max_pixels: int | None = 401408  # SPEC 1.6; applied to processors that have it (Qwen2.5-VL)
+    reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
     def training_args(self) -> dict[str, Any]:

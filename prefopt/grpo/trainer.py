@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from prefopt.training.reliability import ReliableTrainerMixin
+
 logger = logging.getLogger(__name__)
 
 
@@ -204,8 +206,8 @@ def _row_videos(rows: list[dict[str, Any]]) -> list[Any]:
     ]
 
 
-class GroundedGRPOTrainer(GRPOTrainer):
-    """TRL ``GRPOTrainer`` plus the NTK InfoNCE term, judge metrics and pluggable rollout strategies."""
+class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
+    """TRL ``GRPOTrainer`` plus the NTK InfoNCE term, judge metrics, pluggable rollouts and reliability hooks."""
 
     def __init__(
         self,
@@ -222,6 +224,15 @@ class GroundedGRPOTrainer(GRPOTrainer):
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
+
+    def resume_alignment(self) -> int:
+        """Optimizer steps per generation batch: TRL's buffered completions are not checkpointed, so a
+        resume is exact only from a checkpoint taken where a new generation batch starts."""
+        import math
+
+        micro = self.args.steps_per_generation * self.num_iterations  # TRL generates every `micro` micro-steps
+        accum = self.args.gradient_accumulation_steps
+        return math.lcm(micro, accum) // accum
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         from prefopt.grpo.data import attach_videos, video_inputs
@@ -395,6 +406,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         processing_class=adapter.processor,
         ntk=recipe.ntk,
         rollout=rollout,
+        reliability=recipe.reliability,
         load_video=functools.partial(
             load_video_frames,
             num_frames=recipe.data.video_frames,

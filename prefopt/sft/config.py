@@ -10,6 +10,7 @@ from typing import Any
 
 from prefopt.config import ConfigError, _suggest, load_config
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.training.reliability import ReliabilitySettings
 
 CONVERSIONS = ("none", "four_stage")
 
@@ -49,6 +50,7 @@ class SFTRecipe:
     data: SFTDataSettings = field(default_factory=SFTDataSettings)
     reverse: bool = False  # REVERSE hallucination-aware labels (SPEC 4.2)
     tag_weight: float = 1.0  # loss weight of the REVERSE tag tokens
+    reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
     def training_args(self) -> dict[str, Any]:

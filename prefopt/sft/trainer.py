@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from prefopt.training.reliability import ReliableTrainerMixin
+
 IGNORE_INDEX = -100
 
 
@@ -35,7 +37,7 @@ def weighted_token_loss(
     return (nll * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
-class ConversationSFTTrainer(Trainer):
+class ConversationSFTTrainer(ReliableTrainerMixin, Trainer):
     """``Trainer`` whose loss honours ``loss_weights`` from the collator (plain token mean without them)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -106,4 +108,5 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
         train_dataset=_ListDataset(examples),
         data_collator=collator,
         processing_class=adapter.processor,
+        reliability=recipe.reliability,
     )

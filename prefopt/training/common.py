@@ -59,14 +59,16 @@ def write_run_config(config: Any, out_dir: str | Path) -> Path:
 
 
 def last_checkpoint(out_dir: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder of a run, or None."""
+    """The newest complete ``checkpoint-N`` folder of a run (its completion marker checked), or None."""
+    from prefopt.training.reliability import checkpoint_complete
+
     out = Path(out_dir)
     if not out.is_dir():
         return None
     found = []
     for child in out.iterdir():
         match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if match and child.is_dir() and (child / "trainer_state.json").is_file():
+        if match and child.is_dir() and checkpoint_complete(child):
             found.append((int(match.group(1)), child))
     return str(max(found)[1]) if found else None
 

@@ -1,0 +1,322 @@
+"""Kill-and-resume: `prefopt grpo` / `prefopt symmpo` killed mid-run (SIGKILL while saving, SIGTERM between
+steps) resume from their last complete checkpoint and repeat the uninterrupted run's logged trajectory
+(loss, grad norm, rewards, NTK term, ...) within 1e-6; plus unit tests of the checkpoint marker.
+
+The killed runs are subprocesses of this file (``python tests/test_resume.py MODE STEP READY -- ARGS``): the
+worker applies the same scripted GRPO policy as the in-process runs and pauses at a chosen point (inside
+the checkpoint save, before the completion marker, for ``kill``; at a step end, until SIGTERM arrives, for
+``term``), writing ``READY`` so the test knows when to send the signal.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"
+QUESTIONS = [
+    ("Is there a circle?", "<answer>yes</answer>", "yes/no"),
+    ("How many shapes are there?", "<answer>2</answer>", "numerical"),
+    ("Is there a star?", "<answer>no</answer>", "yes/no"),
+    ("Is the circle red?", "<answer>yes</answer>", "yes/no"),
+]
+TIMING_KEYS = ("runtime", "per_second", "latency", "step_time", "total_flos", "train_loss")
+
+
+# --- shared by the test process and the worker subprocess -----------------------------------------
+
+
+def install_scripted_policy(setattr_fn=setattr) -> None:
+    """Every other GRPO completion becomes a well-formed four-stage answer, so advantages are not zero."""
+    from prefopt.grpo.trainer import GroundedGRPOTrainer
+
+    original = GroundedGRPOTrainer._generate_single_turn
+
+    def scripted(self, *args, **kwargs):
+        ids, logprobs = original(self, *args, **kwargs)
+        canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
+        return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
+
+    setattr_fn(GroundedGRPOTrainer, "_generate_single_turn", scripted)
+
+
+def install_pause(mode: str, step: int, ready: Path) -> None:
+    """Pause the run at ``step`` (``kill``: before the completion marker; ``term``: until SIGTERM is seen)."""
+    from prefopt.training import reliability
+
+    if mode == "kill":
+        original_marker = reliability.write_marker
+
+        def slow_marker(folder, at_step):
+            if at_step == step:
+                ready.write_text("paused inside the checkpoint save")
+                time.sleep(300)  # the test SIGKILLs us here
+            return original_marker(folder, at_step)
+
+        reliability.write_marker = slow_marker
+    elif mode == "term":
+        original_end = reliability.ReliabilityCallback.on_step_end
+
+        def waiting_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                ready.write_text("waiting for SIGTERM")
+                deadline = time.time() + 300
+                while not self.stop_requested and time.time() < deadline:
+                    time.sleep(0.05)
+            return original_end(self, args, state, control, **kwargs)
+
+        reliability.ReliabilityCallback.on_step_end = waiting_end
+
+
+def _worker(argv: list[str]) -> int:
+    mode, step, ready = argv[0], int(argv[1]), Path(argv[2])
+    install_scripted_policy()
+    install_pause(mode, step, ready)
+    from prefopt.cli import main
+
+    return main(argv[4:])  # argv[3] is "--"
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+
+def write_grpo_prompts(folder: Path) -> Path:
+    """Eight image prompts (an epoch is four steps of two prompts × two generations)."""
+    rows = []
+    for i in range(8):
+        problem, solution, kind = QUESTIONS[i % 4]
+        Image.new("RGB", (56, 56), (30 * i, 90, 200 - 20 * i)).save(folder / f"p{i}.png")
+        rows.append(
+            {
+                "problem": problem,
+                "solution": solution,
+                "problem_type": kind,
+                "data_type": "image",
+                "path": f"p{i}.png",
+                "problem_id": i,
+            }
+        )
+    path = folder / "grpo.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((56, 56, 3)) * 255).astype("uint8")).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_symmpo_pairs(folder: Path) -> Path:
+    """Six SymMPO rows (an epoch is three steps of two)."""
+    rows = [
+        {
+            "idx": i,
+            "question": "Describe the image.",
+            "resp_1_w": f"There is a red circle and {i} squares.",
+            "resp_1_l": "There is a blue star.",
+            "resp_2_w": "There is a green triangle.",
+            "image_1": _png(i),
+            "image_2": _png(100 + i),
+        }
+        for i in range(6)
+    ]
+    path = folder / "pairs.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def grpo_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "grpo",
+        "--config",
+        str(ROOT / "recipes/tiny/qwen_grpo.yaml"),
+        f"model.name_or_path={model_dir}",
+        f"data.path={data}",
+        f"data.image_root={data.parent}",
+        "data.max_samples=8",
+        "rewards.caption=false",
+        "training.max_steps=4",
+        "training.save_steps=1",
+        "training.seed=3",
+        f"training.output_dir={out}",
+        *extra,
+    ]
+
+
+def symmpo_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "symmpo",
+        "--config",
+        str(ROOT / "recipes/tiny/qwen_symmpo.yaml"),
+        f"model.name_or_path={model_dir}",
+        f"data.path={data}",
+        f"reference_cache_dir={data.parent}",
+        "training.max_steps=4",
+        "training.save_steps=1",
+        "training.save_total_limit=1",
+        f"training.output_dir={out}",
+        *extra,
+    ]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def steps_of(out: Path) -> dict[int, dict]:
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return {row["step"]: row for row in history if "loss" in row}
+
+
+def assert_same_trajectory(reference: dict[int, dict], resumed: dict[int, dict]) -> int:
+    """Every logged number of every step agrees within 1e-6; returns how many values were compared."""
+    assert sorted(resumed) == sorted(reference) == [1, 2, 3, 4]
+    compared = 0
+    for step, row in reference.items():
+        for key, value in row.items():
+            if not isinstance(value, int | float) or any(t in key for t in TIMING_KEYS):
+                continue
+            assert key in resumed[step], (step, key)
+            other = resumed[step][key]
+            assert math.isclose(value, other, rel_tol=1e-6, abs_tol=1e-6), (step, key, value, other)
+            compared += 1
+    return compared
+
+
+def run_killed(args: list[str], mode: str, step: int, tmp_path: Path) -> int:
+    """Start the worker, wait until it pauses, send SIGKILL or SIGTERM; returns its exit status."""
+    ready = tmp_path / f"ready-{mode}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, str(Path(__file__)), mode, str(step), str(ready), "--", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while not ready.exists():
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(
+                    f"worker never paused (rc {proc.poll()}):\n{proc.stdout.read().decode()[-3000:]}"
+                )
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if mode == "term":
+        assert "stopped by SIGTERM at step" in output and "--resume" in output, output[-3000:]
+    return proc.returncode
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grpo_setup(tiny_qwen_dir, tmp_path_factory):
+    """The prompts and the uninterrupted 4-step GRPO run's per-step logs."""
+    from prefopt.cli import main
+
+    folder = tmp_path_factory.mktemp("resume-grpo")
+    data = write_grpo_prompts(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        install_scripted_policy(mp.setattr)
+        assert main(grpo_args(tiny_qwen_dir, data, folder / "reference")) == 0
+    return data, steps_of(folder / "reference")
+
+
+@pytest.fixture(scope="module")
+def symmpo_setup(tiny_qwen_dir, tmp_path_factory):
+    """The pairs and the uninterrupted 4-step SymMPO (LoRA) run's per-step logs."""
+    from prefopt.cli import main
+
+    folder = tmp_path_factory.mktemp("resume-symmpo")
+    data = write_symmpo_pairs(folder)
+    assert main(symmpo_args(tiny_qwen_dir, data, folder / "reference")) == 0
+    return data, steps_of(folder / "reference")
+
+
+# --- tests -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["kill", "term"])
+def test_grpo_killed_run_resumes_on_the_same_trajectory(
+    mode, grpo_setup, tiny_qwen_dir, tmp_path, monkeypatch
+):
+    from prefopt.cli import main
+    from prefopt.training.common import last_checkpoint
+
+    data, reference = grpo_setup
+    out = tmp_path / "run"
+    # kill: SIGKILL while checkpoint-3 is being saved; term: SIGTERM after step 2 (no periodic checkpoints)
+    extra = () if mode == "kill" else ("training.save_steps=100",)
+    rc = run_killed(grpo_args(tiny_qwen_dir, data, out, *extra), mode, 3 if mode == "kill" else 2, tmp_path)
+    assert rc == (-signal.SIGKILL if mode == "kill" else 2)
+    # checkpoint-3 (kill) holds every Trainer file but no marker: it must not count as a checkpoint
+    assert last_checkpoint(out) == str(out / "checkpoint-2")
+    if mode == "kill":
+        assert (out / "checkpoint-3" / "trainer_state.json").is_file()
+    install_scripted_policy(monkeypatch.setattr)
+    assert main([*grpo_args(tiny_qwen_dir, data, out, *extra), "--resume"]) == 0
+    assert assert_same_trajectory(reference, steps_of(out)) > 40
+    if mode == "kill":
+        assert len(list(out.glob("incomplete-checkpoint-3-*"))) == 1  # set aside, not resumed from
+
+
+@pytest.mark.parametrize("mode", ["kill", "term"])
+def test_symmpo_killed_run_resumes_on_the_same_trajectory(mode, symmpo_setup, tiny_qwen_dir, tmp_path):
+    from prefopt.cli import main
+    from prefopt.training.common import last_checkpoint
+
+    data, reference = symmpo_setup
+    out = tmp_path / "run"
+    rc = run_killed(symmpo_args(tiny_qwen_dir, data, out), mode, 3 if mode == "kill" else 2, tmp_path)
+    assert rc == (-signal.SIGKILL if mode == "kill" else 2)
+    # save_total_limit=1: the rotation waits for the marker, so checkpoint-2 survived the kill at checkpoint-3
+    assert last_checkpoint(out) == str(out / "checkpoint-2")
+    assert main(symmpo_args(tiny_qwen_dir, data, out)) == 0  # training.resume defaults to true
+    assert assert_same_trajectory(reference, steps_of(out)) > 20
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+
+
+def test_marker_lists_files_and_detects_truncation(tmp_path):
+    from prefopt.training.common import last_checkpoint
+    from prefopt.training.reliability import checkpoint_complete, set_aside_incomplete, write_marker
+
+    for step in (1, 2, 3):
+        folder = tmp_path / f"checkpoint-{step}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"x" * 10)
+        (folder / "sub" / "state.json").write_text("{}")
+        if step < 3:
+            write_marker(folder, step)
+    assert checkpoint_complete(tmp_path / "checkpoint-2") and not checkpoint_complete(
+        tmp_path / "checkpoint-3"
+    )
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"x" * 4)  # truncated after marking
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-1")
+    (tmp_path / "checkpoint-1" / "sub" / "state.json").unlink()
+    assert last_checkpoint(tmp_path) is None
+    moved = set_aside_incomplete(tmp_path)
+    assert sorted(p.name.rsplit("-", 1)[0] for p in moved) == [
+        f"incomplete-checkpoint-{s}" for s in (1, 2, 3)
+    ]
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
