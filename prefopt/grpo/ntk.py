@@ -153,11 +153,18 @@ def kernel_vocab_chunks(
 def _vocab_chunk(hidden, logits_c, lse, y, m, start: int) -> torch.Tensor:
     """``G^c G^cᵀ`` for the vocabulary columns ``start:start+c`` with ``G_i^c = (E - P)_cᵀ H_i``."""
     B, _, c = logits_c.shape
-    probs = torch.exp(logits_c.to(hidden.dtype) - lse)  # [B, T, c]
-    in_chunk = (y >= start) & (y < start + c)
-    onehot = F.one_hot((y - start).clamp(0, c - 1), c).to(hidden.dtype)
-    resid = (onehot * in_chunk.unsqueeze(-1) - probs) * m.unsqueeze(-1)  # (E - P), masked
-    grads = torch.einsum("btc,btd->bcd", resid, hidden).reshape(B, -1)  # [B, c·d]
+    # -m·P over the chunk, then +m at each in-chunk target: the one-hot E is O(N) scattered entries, not a
+    # dense [B,T,c] tensor (profiled: the dense one-hot's extra passes made this route slower than autograd)
+    neg_m = (-m).unsqueeze(-1)
+    if torch.is_grad_enabled() and (logits_c.requires_grad or hidden.requires_grad):
+        resid = torch.exp(logits_c.to(hidden.dtype) - lse) * neg_m  # [B, T, c]
+    else:  # one [B,T,c] allocation instead of three: fresh large buffers cost page faults on the CPU
+        resid = (logits_c.to(hidden.dtype) - lse).exp_().mul_(neg_m)
+    hit = (y >= start) & (y < start + c) & (m != 0)
+    b_idx, t_idx = hit.nonzero(as_tuple=True)
+    # in place on mul's output is safe under autograd: mul's backward keeps its inputs, not its result
+    resid.index_put_((b_idx, t_idx, y[hit] - start), m[hit], accumulate=True)
+    grads = torch.bmm(resid.transpose(1, 2), hidden).reshape(B, -1)  # G_i^c = (E - P)_cᵀ H_i: [B, c·d]
     return grads @ grads.T
 
 
