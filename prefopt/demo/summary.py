@@ -76,7 +76,8 @@ def write_summary(out: Path, table: dict[str, Any], prof: DemoProfile, timings: 
     )
     path = out / "summary.md"
     path.write_text(body, encoding="utf-8")
-    print("\n" + text + "\n")
+    print("\n" + (out / "report" / "comparison.md").read_text(encoding="utf-8"))
+    print("Against the cold start:\n\n" + text + "\n")
     print(f"report: {out / 'report' / 'comparison.md'}  chart: {out / 'report' / 'comparison.png'}  "
           f"summary: {path}")
     return path
