@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         from prefopt.models.tokens import REVERSE_TOKENS
         from prefopt.training.common import prepare_policy
 
-        adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS)
+        seed = recipe.training_args().get("seed", 42)
+        adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS, seed=seed)
     trainer = build_trainer(recipe, adapter)
     write_run_config(recipe, out_dir)
     run_training(trainer, last_checkpoint(out_dir) if args.resume else None)

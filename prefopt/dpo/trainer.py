@@ -234,7 +234,7 @@ def train(config: SymMPOConfig) -> Path:
     logger.info("loss %s over sequences %s; %d examples", config.loss.name, ",".join(keys), len(examples))
     reference = precomputed_reference(config, examples, contrastive) if config.reference == "precomputed" else None
     args = training_arguments(config)
-    adapter = prepare_policy(config.model, config.lora)
+    adapter = prepare_policy(config.model, config.lora, seed=config.training.seed)
     ref_model = None
     if config.reference == "online" and (not config.lora.enabled or config.reference_model):
         ref_model = _online_reference_model(config, args.device)

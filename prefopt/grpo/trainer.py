@@ -379,7 +379,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from prefopt.training.common import prepare_policy
 
     if adapter is None:
-        adapter = prepare_policy(recipe.model, recipe.lora)
+        adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     limit_pixels(adapter.processor, recipe.max_pixels)
     if train_dataset is None:
         train_dataset = load_dataset_for_recipe(recipe.data)

@@ -94,7 +94,7 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     from prefopt.training.common import prepare_policy
 
     if adapter is None:
-        adapter = prepare_policy(recipe.model, recipe.lora)
+        adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     examples = load_examples(recipe.data)
     try:
         # the collator needs the raw records, so Trainer must not drop "unused" columns

@@ -19,8 +19,14 @@ CONFIG_NAME = "prefopt_config.yaml"
 CURVES_NAME = "training_curves.png"
 
 
-def prepare_policy(model: ModelSettings, lora: LoraSettings, new_tokens: Sequence[str] = ()) -> Any:
-    """Load the policy through its adapter, freeze vision parts as asked, and wrap it with LoRA if enabled."""
+def prepare_policy(
+    model: ModelSettings, lora: LoraSettings, new_tokens: Sequence[str] = (), seed: int | None = None
+) -> Any:
+    """Load the policy through its adapter, freeze vision parts as asked, and wrap it with LoRA if enabled.
+
+    ``seed`` seeds the LoRA initialisation (Trainer seeds only after the model exists), so two runs of one
+    recipe start from the same adapter weights.
+    """
     from prefopt.models.adapter import load_adapter
 
     if not model.name_or_path:
@@ -38,6 +44,11 @@ def prepare_policy(model: ModelSettings, lora: LoraSettings, new_tokens: Sequenc
     adapter.freeze_vision(freeze_tower=model.freeze_vision_tower, freeze_projector=model.freeze_projector)
     if lora.enabled:
         from prefopt.models.lora import apply_lora
+
+        if seed is not None:
+            from transformers import set_seed
+
+            set_seed(seed)
 
         token_ids = [adapter.tokenizer.convert_tokens_to_ids(t) for t in new_tokens] or None
         adapter.model = apply_lora(adapter, lora, new_token_ids=token_ids)
