@@ -266,6 +266,11 @@ def parse_result(stdout: str) -> dict[str, Any]:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def mem_ratio(a: float, b: float) -> float:
+    """Peak-memory ratio with the baseline floored at 1 MiB (sub-MiB peaks are page-granularity noise)."""
+    return max(a, 0.0) / max(b, 1.0)
+
+
 def fmt_stats(s: dict[str, float], unit: str = "s", scale: float = 1.0) -> str:
     """``median (min–max) unit`` for a summary dict."""
     return f"{s['median'] * scale:.4g} ({s['min'] * scale:.4g}–{s['max'] * scale:.4g}) {unit}"

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             ratios.append(
                 (
                     f"grpo {r['family']}: prefopt / TRL peak memory",
-                    r["peak_mib"]["prefopt"] / max(r["peak_mib"]["trl"], 1e-3),
+                    common.mem_ratio(r["peak_mib"]["prefopt"], r["peak_mib"]["trl"]),
                     "report",
                 )
             )

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             ratios.append(
                 (
                     f"ntk {r['case']}: peak memory kernel / autograd",
-                    r["peak_mib"]["kernel"] / max(r["peak_mib"]["autograd"], 1e-3),
+                    common.mem_ratio(r["peak_mib"]["kernel"], r["peak_mib"]["autograd"]),
                     "< 1",
                 )
             )

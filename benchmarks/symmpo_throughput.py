@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             ratios.append(
                 (
                     f"symmpo {r['family']}: prefopt / TRL DPO peak memory",
-                    r["peak_mib"]["prefopt"] / max(r["peak_mib"]["trl"], 1e-3),
+                    common.mem_ratio(r["peak_mib"]["prefopt"], r["peak_mib"]["trl"]),
                     "report",
                 )
             )
