@@ -17,6 +17,7 @@ step time. Repeats are interleaved A B A B.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -35,22 +36,23 @@ def write_prompts(folder: Path, n: int) -> Path:
     return files["grpo.json"]
 
 
-def patch_policy() -> None:
+@contextlib.contextmanager
+def scripted_policy():
     """Every other completion becomes the canned four-stage answer (both trainers share TRL's method)."""
     from trl import GRPOTrainer
 
-    if getattr(GRPOTrainer, "_bench_patched", False):
-        return
     original = GRPOTrainer._generate_single_turn
 
     def scripted(self, *args, **kwargs):
         ids, logprobs = original(self, *args, **kwargs)
-        canned = self._tokenizer.encode(CANNED, add_special_tokens=False)
-        canned = canned + [self.eos_token_ids[0]]
+        canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
         return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
 
     GRPOTrainer._generate_single_turn = scripted
-    GRPOTrainer._bench_patched = True
+    try:
+        yield
+    finally:
+        GRPOTrainer._generate_single_turn = original
 
 
 class StepTimer:
@@ -143,7 +145,7 @@ def run_family(family: str, args, n: int) -> dict:
     from prefopt.testing.judge_server import JudgeServer
 
     model = common.model_dir(family, args)
-    steps = 2 if args.quick else 4
+    steps = 2 if args.quick else 5
     with tempfile.TemporaryDirectory() as tmp, JudgeServer() as server:
         data = write_prompts(Path(tmp) / "world", max(8, args.batch * steps))
         recipe = recipe_for(model, data, server.base_url, args, steps, str(Path(tmp) / "run"))
@@ -184,9 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--group", type=int, default=2, help="GRPO group size (num_generations)")
     p.add_argument("--completion", type=int, default=48, help="max_completion_length")
     args = p.parse_args(argv)
-    patch_policy()
     n = common.repeats(args)
-    runs = [run_family(f, args, n) for f in common.families(args)]
+    with scripted_policy():
+        runs = [run_family(f, args, n) for f in common.families(args)]
     ratios = []
     for r in runs:
         t = r["times"]

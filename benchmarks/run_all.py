@@ -1,0 +1,111 @@
+"""Run every benchmark (one invocation each, in turn) and print one table of all ratios at the end.
+
+    python benchmarks/run_all.py            # full: 5 repeats, both families, the NTK 7B-head case
+    python benchmarks/run_all.py --quick    # smoke run, about 3 minutes on 2 CPU cores
+    python benchmarks/run_all.py --device cuda --dtype bfloat16 --config 3b --only grpo --only symmpo
+
+The raw results (every ``RESULT`` line) are written to ``--out`` (default
+``benchmarks/results/<full|quick>.json``); ``docs/benchmarks.md`` is written from a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import parse_result  # noqa: E402
+
+#: target name -> benchmark module
+SCRIPTS = {
+    "grpo": "grpo_step",
+    "ntk": "ntk_kernel",
+    "symmpo": "symmpo_throughput",
+    "resample": "resample_bench",
+    "select": "select_bench",
+}
+
+
+def script_args(args: argparse.Namespace, name: str) -> list[str]:
+    """Command-line options forwarded to one benchmark script."""
+    out = ["--device", args.device, "--dtype", args.dtype, "--config", args.config]
+    if args.quick:
+        out += ["--quick", "--repeats", str(args.repeats or 1)]
+    elif args.repeats:
+        out += ["--repeats", str(args.repeats)]
+    for family in args.family or []:
+        out += ["--family", family]
+    if name == "ntk" and args.quick:
+        out += ["--case", "tiny", "--case", "sweep"]
+    return out
+
+
+def run_one(name: str, args: argparse.Namespace) -> dict:
+    """Run one script in its own process, echo its ratio lines, return its RESULT dict."""
+    cmd = [sys.executable, "-m", f"benchmarks.{SCRIPTS[name]}", *script_args(args, name)]
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-4000:], file=sys.stderr)
+        return {"target": name, "error": f"exit {proc.returncode}", "ratios": []}
+    result = parse_result(proc.stdout)
+    result["wall_s"] = time.perf_counter() - start
+    for line in proc.stdout.splitlines():
+        if line.startswith("ratio ") or line.startswith("sweep "):
+            print("   " + line, flush=True)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """All ratios, one row each, with the goal and whether it is met (goals written '<= x' / '>= x')."""
+    rows = [f"{'ratio':<64} {'value':>8}  goal"]
+    for result in results:
+        if "error" in result:
+            rows.append(f"{result['target'] + ': FAILED (' + result['error'] + ')':<64}")
+        for r in result["ratios"]:
+            rows.append(f"{r['name']:<64} {r['value']:>8.3f}  {r['goal']}{verdict(r['value'], r['goal'])}")
+    return "\n".join(rows)
+
+
+def verdict(value: float, goal: str) -> str:
+    """``  ok`` / ``  MISSED`` for numeric goals, nothing for report-only rows."""
+    parts = goal.split()
+    if len(parts) < 2 or parts[0] not in ("<=", ">=", "<", ">"):
+        return ""
+    limit = float(parts[1])
+    ok = {"<=": value <= limit, ">=": value >= limit, "<": value < limit, ">": value > limit}[parts[0]]
+    return "  ok" if ok else "  MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks and print the final table of ratios."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--config", default="tiny", choices=("tiny", "3b"))
+    p.add_argument("--family", action="append", choices=("qwen2_5_vl", "llava"))
+    p.add_argument("--only", action="append", choices=sorted(SCRIPTS), help="run only these targets")
+    p.add_argument("--out", default=None, help="JSON file for the raw results")
+    args = p.parse_args(argv)
+    names = args.only or list(SCRIPTS)
+    results = [run_one(name, args) for name in names]
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{'quick' if args.quick else 'full'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=float))
+    print(f"\nresults: {out}\n")
+    print(table(results))
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
