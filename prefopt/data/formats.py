@@ -263,21 +263,28 @@ def read_llava_conversations(path: str | os.PathLike, image_root: Root = None,
 
 
 # ---- VisCoT (Ground-R1) ----------------------------------------------------------------------------
-def _boxes(row: _Row) -> list[list[float]]:
+def _boxes(row: _Row, width: int, height: int) -> list[list[float]]:
     boxes = row.get("bboxs", list, required=True)
     for b, box in enumerate(boxes):
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
             raise row.error(f"bboxs[{b}] must be [x1, y1, x2, y2] numbers, got {box!r:.80}")
+        x1, y1, x2, y2 = box
+        if not (x1 < x2 and y1 < y2):
+            raise row.error(f"bboxs[{b}] = {box} needs x2 > x1 and y2 > y1")
+        if min(x1, y1) < 0 or x2 > width or y2 > height:
+            raise row.error(f"bboxs[{b}] = {box} lies outside the {width}x{height} image")
     return [[float(v) for v in box] for box in boxes]
 
 
 def _viscot_row(row: _Row) -> PromptExample:
     images = row.media_list("image", "image", required=True)
     problem = row.text("problem")
+    width = int(row.get("width", (int, float), required=True))
+    height = int(row.get("height", (int, float), required=True))
     extra = {
-        "width": int(row.get("width", (int, float), required=True)),
-        "height": int(row.get("height", (int, float), required=True)),
-        "bboxs": _boxes(row),
+        "width": width,
+        "height": height,
+        "bboxs": _boxes(row, width, height),
         "dataset": row.text("dataset"),
         "problem_id": row.id("problem_id", "id"),
     }

@@ -37,8 +37,11 @@ def validate_examples(examples: Sequence[PreferenceExample], keys: Sequence[str]
     needs_answer = any(KEY_PARTS[k][1] == "contrastive_chosen" for k in keys)
     needs_image = any(KEY_PARTS[k][0] == "contrastive_image" for k in keys)
     for row, ex in enumerate(examples):
-        if not ex.chosen or not ex.rejected:
+        if not ex.chosen.strip() or not ex.rejected.strip():
             raise DataError("empty chosen or rejected response", path=path, row=row)
+        if ex.chosen.strip() == ex.rejected.strip():
+            # identical responses give a zero margin and no preference signal: almost always a data bug
+            raise DataError("chosen and rejected responses are identical", path=path, row=row)
         if needs_answer and not ex.contrastive_chosen:
             raise DataError(
                 f"no contrastive_chosen (resp_2_w): loss '{loss_name}' needs the preferred answer for the "

@@ -117,9 +117,11 @@ def load_pretrained(
     bnb = quantization_config(quantization, torch_dtype, unquantized)
     if bnb is not None:
         kwargs["quantization_config"] = bnb
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:  # SafetensorError: truncated/corrupt weights
         raise ModelError(f"{name_or_path}: cannot load the model ({err})") from err
     if model.config.model_type not in model_types:
         raise ModelError(
