@@ -81,3 +81,47 @@ def test_cli_select_writes_subset_stats_and_plot(family, tiny_model_dirs, tmp_pa
     assert selected == [source[s["index"]] for s in stats if s["kept"]]
     assert len(read_video_r1(out / "selected.json", image_root=tmp_path)) == 2
     assert (out / "selection.png").stat().st_size > 0
+
+
+def test_shared_prefix_generation_matches_expanded_prompts(tiny_dir):
+    """Greedy continuations from one shared prefill equal those of k copies of the prompt and image."""
+    import torch
+    from PIL import Image
+
+    from prefopt.data.schema import user_message
+    from prefopt.grpo.select import generate_shared_prefix
+    from prefopt.models.adapter import load_adapter
+
+    adapter = load_adapter(str(tiny_dir), dtype="float32")
+    model = adapter.model.eval()
+    model.generation_config.eos_token_id = None  # full length on both sides
+    batch = adapter.encode_prompts(
+        [[user_message("Describe the image.", 1)]], [[Image.new("RGB", (56, 56), "red")]]
+    )
+    k, pad = 3, adapter.tokenizer.pad_token_id
+    expanded = {
+        key: (v.repeat_interleave(k, 0) if key != "pixel_values" or v.dim() == 4 else v.repeat(k, 1))
+        for key, v in batch.items()
+    }
+    with torch.no_grad():
+        ref = model.generate(
+            **expanded,
+            do_sample=False,
+            max_new_tokens=5,
+            pad_token_id=pad,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        got = generate_shared_prefix(
+            model,
+            batch,
+            k,
+            do_sample=False,
+            max_new_tokens=5,
+            pad_token_id=pad,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    assert torch.equal(ref.sequences, got.sequences)
+    for a, b in zip(ref.scores, got.scores, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

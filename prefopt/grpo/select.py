@@ -57,6 +57,8 @@ def sample_responses(
 ) -> list[list[str]]:
     """``k`` sampled responses per dataset row (one batched ``generate`` per prompt, progress bar).
 
+    Image and text prompts are prefilled once and their KV cache shared by the ``k`` samples
+    (:func:`generate_shared_prefix`); video prompts go through ``num_return_sequences``.
     ``load_video(path)`` turns a row's video paths into frame lists (needed only when rows have videos).
     """
     import torch
@@ -70,18 +72,44 @@ def sample_responses(
         images = [list(row["images"])] if row["images"] else None
         videos = [[load_video(v) for v in row["videos"]]] if row.get("videos") else None
         batch = adapter.encode_prompts([row["prompt"]], images, videos).to(model.device)
+        sampling = dict(
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+        )
         with torch.no_grad():
-            generated = model.generate(
-                **batch,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
-                pad_token_id=pad_id,
-            )
+            if videos:
+                generated = model.generate(**batch, num_return_sequences=k, **sampling)
+            else:
+                generated = generate_shared_prefix(model, batch, k, **sampling)
         out.append(adapter.decode(generated[:, batch["input_ids"].size(1) :]))
     return out
+
+
+def generate_shared_prefix(model: Any, batch: Any, k: int, **generate_kwargs: Any) -> Any:
+    """``k`` continuations of ONE prompt whose prefill (vision tower included) runs once.
+
+    ``num_return_sequences=k`` copies the prompt and its image k times before the prefill; here the prompt
+    minus its last token goes through the model once, the KV cache is repeated k times and ``generate``
+    continues from it (feeding only the last prompt token). Pixel values are not passed again: the image
+    tokens are already in the cache (Qwen2.5-VL keeps the M-RoPE offsets of the prefill).
+    """
+    import torch
+
+    length = batch["input_ids"].shape[1]
+    per_token = {
+        key for key, v in batch.items() if torch.is_tensor(v) and v.dim() == 2 and v.shape[1] == length
+    }
+    prefill = {key: (v[:, :-1] if key in per_token else v) for key, v in batch.items()}
+    with torch.no_grad():
+        cache = model(**prefill, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(k)
+    rest = {key: batch[key].repeat_interleave(k, dim=0) for key in per_token}
+    if "image_grid_thw" in batch:  # M-RoPE positions of the cached image tokens
+        rest["image_grid_thw"] = batch["image_grid_thw"].repeat(k, 1)
+    return model.generate(**rest, past_key_values=cache, **generate_kwargs)
 
 
 def score_responses(
