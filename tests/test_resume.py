@@ -2,10 +2,11 @@
 steps) resume from their last complete checkpoint and repeat the uninterrupted run's logged trajectory
 (loss, grad norm, rewards, NTK term, ...) within 1e-6; plus unit tests of the checkpoint marker.
 
-The killed runs are subprocesses of this file (``python tests/test_resume.py MODE STEP READY -- ARGS``): the
-worker applies the same scripted GRPO policy as the in-process runs and pauses at a chosen point (inside
-the checkpoint save, before the completion marker, for ``kill``; at a step end, until SIGTERM arrives, for
-``term``), writing ``READY`` so the test knows when to send the signal.
+SIGKILL: the run is a subprocess of this file (``python tests/test_resume.py kill STEP READY -- ARGS``) that
+applies the same scripted GRPO policy as the in-process runs and pauses inside the save of checkpoint-STEP,
+after every Trainer file but before the completion marker, writing ``READY`` so the test knows when to kill.
+SIGTERM: the run is in-process and sends SIGTERM to its own process in the middle of step 2; the handler
+must carry it to the end of the step, save checkpoint-2 and stop with a clear error.
 """
 
 from __future__ import annotations
@@ -53,38 +54,41 @@ def install_scripted_policy(setattr_fn=setattr) -> None:
     setattr_fn(GroundedGRPOTrainer, "_generate_single_turn", scripted)
 
 
-def install_pause(mode: str, step: int, ready: Path) -> None:
-    """Pause the run at ``step`` (``kill``: before the completion marker; ``term``: until SIGTERM is seen)."""
+def install_pause(step: int, ready: Path) -> None:
+    """Hang inside the save of checkpoint-``step``, after Trainer's files and before the completion marker."""
     from prefopt.training import reliability
 
-    if mode == "kill":
-        original_marker = reliability.write_marker
+    original_marker = reliability.write_marker
 
-        def slow_marker(folder, at_step):
-            if at_step == step:
-                ready.write_text("paused inside the checkpoint save")
-                time.sleep(300)  # the test SIGKILLs us here
-            return original_marker(folder, at_step)
+    def slow_marker(folder, at_step):
+        if at_step == step:
+            ready.write_text("paused inside the checkpoint save")
+            time.sleep(300)  # the test SIGKILLs us here
+        return original_marker(folder, at_step)
 
-        reliability.write_marker = slow_marker
-    elif mode == "term":
-        original_end = reliability.ReliabilityCallback.on_step_end
+    reliability.write_marker = slow_marker
 
-        def waiting_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                ready.write_text("waiting for SIGTERM")
-                deadline = time.time() + 300
-                while not self.stop_requested and time.time() < deadline:
-                    time.sleep(0.05)
-            return original_end(self, args, state, control, **kwargs)
 
-        reliability.ReliabilityCallback.on_step_end = waiting_end
+def sigterm_during_step(monkeypatch, step: int) -> None:
+    """Send SIGTERM to this process while optimizer step ``step`` (1-based) is being computed."""
+    from prefopt.training.reliability import ReliableTrainerMixin
+
+    original = ReliableTrainerMixin.training_step
+    sent: list[int] = []
+
+    def with_signal(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step + 1 == step and not sent:
+            sent.append(step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(ReliableTrainerMixin, "training_step", with_signal)
 
 
 def _worker(argv: list[str]) -> int:
-    mode, step, ready = argv[0], int(argv[1]), Path(argv[2])
+    step, ready = int(argv[1]), Path(argv[2])  # argv[0] is "kill"
     install_scripted_policy()
-    install_pause(mode, step, ready)
+    install_pause(step, ready)
     from prefopt.cli import main
 
     return main(argv[4:])  # argv[3] is "--"
@@ -197,11 +201,11 @@ def assert_same_trajectory(reference: dict[int, dict], resumed: dict[int, dict])
     return compared
 
 
-def run_killed(args: list[str], mode: str, step: int, tmp_path: Path) -> int:
-    """Start the worker, wait until it pauses, send SIGKILL or SIGTERM; returns its exit status."""
-    ready = tmp_path / f"ready-{mode}"
+def run_killed(args: list[str], step: int, tmp_path: Path) -> int:
+    """Start the worker, wait until it hangs inside the save of checkpoint-``step``, SIGKILL it."""
+    ready = tmp_path / "ready"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, str(Path(__file__)), mode, str(step), str(ready), "--", *args]
+    cmd = [sys.executable, str(Path(__file__)), "kill", str(step), str(ready), "--", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 240
@@ -211,15 +215,24 @@ def run_killed(args: list[str], mode: str, step: int, tmp_path: Path) -> int:
                     f"worker never paused (rc {proc.poll()}):\n{proc.stdout.read().decode()[-3000:]}"
                 )
             time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL if mode == "kill" else signal.SIGTERM)
-        output = proc.communicate(timeout=120)[0].decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if mode == "term":
-        assert "stopped by SIGTERM at step" in output and "--resume" in output, output[-3000:]
     return proc.returncode
+
+
+def interrupt(argv: list[str], monkeypatch, capsys) -> None:
+    """Run in-process with SIGTERM arriving during step 2: a clean stop after saving checkpoint-2."""
+    from prefopt.cli import main
+
+    sigterm_during_step(monkeypatch, 2)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM at step 2; checkpoint" in err and "--resume" in err, err
+    monkeypatch.undo()
 
 
 # --- fixtures ----------------------------------------------------------------------------------------
@@ -254,38 +267,42 @@ def symmpo_setup(tiny_qwen_dir, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["kill", "term"])
 def test_grpo_killed_run_resumes_on_the_same_trajectory(
-    mode, grpo_setup, tiny_qwen_dir, tmp_path, monkeypatch
+    mode, grpo_setup, tiny_qwen_dir, tmp_path, monkeypatch, capsys
 ):
     from prefopt.cli import main
     from prefopt.training.common import last_checkpoint
 
     data, reference = grpo_setup
     out = tmp_path / "run"
-    # kill: SIGKILL while checkpoint-3 is being saved; term: SIGTERM after step 2 (no periodic checkpoints)
-    extra = () if mode == "kill" else ("training.save_steps=100",)
-    rc = run_killed(grpo_args(tiny_qwen_dir, data, out, *extra), mode, 3 if mode == "kill" else 2, tmp_path)
-    assert rc == (-signal.SIGKILL if mode == "kill" else 2)
-    # checkpoint-3 (kill) holds every Trainer file but no marker: it must not count as a checkpoint
-    assert last_checkpoint(out) == str(out / "checkpoint-2")
-    if mode == "kill":
+    if mode == "kill":  # SIGKILL while checkpoint-3 is being saved
+        assert run_killed(grpo_args(tiny_qwen_dir, data, out), 3, tmp_path) == -signal.SIGKILL
+        # checkpoint-3 holds every Trainer file (trainer_state.json too) but no marker: not a checkpoint
         assert (out / "checkpoint-3" / "trainer_state.json").is_file()
+    else:  # SIGTERM during step 2, no periodic checkpoints: the handler's checkpoint is the only one
+        install_scripted_policy(monkeypatch.setattr)
+        interrupt(grpo_args(tiny_qwen_dir, data, out, "training.save_steps=100"), monkeypatch, capsys)
+    assert last_checkpoint(out) == str(out / "checkpoint-2")
     install_scripted_policy(monkeypatch.setattr)
-    assert main([*grpo_args(tiny_qwen_dir, data, out, *extra), "--resume"]) == 0
+    assert main([*grpo_args(tiny_qwen_dir, data, out), "--resume"]) == 0
     assert assert_same_trajectory(reference, steps_of(out)) > 40
     if mode == "kill":
         assert len(list(out.glob("incomplete-checkpoint-3-*"))) == 1  # set aside, not resumed from
 
 
 @pytest.mark.parametrize("mode", ["kill", "term"])
-def test_symmpo_killed_run_resumes_on_the_same_trajectory(mode, symmpo_setup, tiny_qwen_dir, tmp_path):
+def test_symmpo_killed_run_resumes_on_the_same_trajectory(
+    mode, symmpo_setup, tiny_qwen_dir, tmp_path, monkeypatch, capsys
+):
     from prefopt.cli import main
     from prefopt.training.common import last_checkpoint
 
     data, reference = symmpo_setup
     out = tmp_path / "run"
-    rc = run_killed(symmpo_args(tiny_qwen_dir, data, out), mode, 3 if mode == "kill" else 2, tmp_path)
-    assert rc == (-signal.SIGKILL if mode == "kill" else 2)
-    # save_total_limit=1: the rotation waits for the marker, so checkpoint-2 survived the kill at checkpoint-3
+    if mode == "kill":
+        assert run_killed(symmpo_args(tiny_qwen_dir, data, out), 3, tmp_path) == -signal.SIGKILL
+        # save_total_limit=1: rotation waits for the marker, so checkpoint-2 survived the kill at checkpoint-3
+    else:
+        interrupt(symmpo_args(tiny_qwen_dir, data, out, "training.save_steps=100"), monkeypatch, capsys)
     assert last_checkpoint(out) == str(out / "checkpoint-2")
     assert main(symmpo_args(tiny_qwen_dir, data, out)) == 0  # training.resume defaults to true
     assert assert_same_trajectory(reference, steps_of(out)) > 20
@@ -316,6 +333,47 @@ def test_marker_lists_files_and_detects_truncation(tmp_path):
         f"incomplete-checkpoint-{s}" for s in (1, 2, 3)
     ]
     assert not list(tmp_path.glob("checkpoint-*"))
+
+
+@pytest.mark.parametrize(
+    ("steps_per_generation", "num_iterations", "accumulation", "expected"),
+    [(1, 1, 1, 1), (4, 1, 4, 1), (4, 1, 2, 2), (2, 2, 1, 4), (3, 1, 2, 3), (2, 1, 4, 1)],
+)
+def test_grpo_resume_alignment_is_a_generation_batch(
+    steps_per_generation, num_iterations, accumulation, expected
+):
+    """TRL generates every ``steps_per_generation · num_iterations`` micro-steps; a checkpoint after optimizer
+    step s (micro-step s · accumulation) is exact only where that is a multiple of it."""
+    from types import SimpleNamespace
+
+    from prefopt.grpo.trainer import GroundedGRPOTrainer
+
+    args = SimpleNamespace(
+        steps_per_generation=steps_per_generation, gradient_accumulation_steps=accumulation
+    )
+    fake = SimpleNamespace(args=args, num_iterations=num_iterations)
+    assert GroundedGRPOTrainer.resume_alignment(fake) == expected
+
+
+def test_sigterm_waits_for_an_aligned_step(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from prefopt.training.reliability import ReliabilityCallback
+
+    callback = ReliabilityCallback(align_steps=2)
+    callback.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # only sets the flag
+        args = SimpleNamespace(device="cpu", output_dir=str(tmp_path))
+        control = callback.on_step_end(args, SimpleNamespace(global_step=3), TrainerControl())
+        assert callback.stop_requested and not control.should_save and not control.should_training_stop
+        control = callback.on_step_end(args, SimpleNamespace(global_step=4), TrainerControl())
+        assert control.should_save and control.should_training_stop and callback.interrupted
+    finally:
+        callback.uninstall()
+    assert signal.getsignal(signal.SIGTERM) is not callback._on_sigterm
 
 
 if __name__ == "__main__":
