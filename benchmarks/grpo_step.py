@@ -56,23 +56,29 @@ def scripted_policy():
 
 
 class StepTimer:
-    """A ``TrainerCallback`` that records the wall time of every optimizer step."""
+    """A ``TrainerCallback`` that records the wall and process CPU time of every optimizer step.
+
+    CPU time (all threads of this process, the in-process judge server included) is less sensitive than
+    wall time to other processes on a shared machine; HTTP waits show up only in wall time.
+    """
 
     def __init__(self, device: str):
         from transformers import TrainerCallback
 
         timer = self
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self._sync = common._sync(device)
 
         class _Callback(TrainerCallback):
             def on_step_begin(self, args, state, control, **kwargs):
                 timer._sync()
-                timer._start = time.perf_counter()
+                timer._start, timer._cpu = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kwargs):
                 timer._sync()
                 timer.times.append(time.perf_counter() - timer._start)
+                timer.cpu.append(time.process_time() - timer._cpu)
 
         self.callback = _Callback()
 
@@ -125,8 +131,8 @@ def build_side(side: str, recipe) -> object:
     )
 
 
-def run_side(side: str, recipe, device: str, memory: bool) -> tuple[float, float | None]:
-    """Median step time (first step dropped) of one fresh training run, and its peak memory if asked."""
+def run_side(side: str, recipe, device: str, memory: bool) -> tuple[float, float, float | None]:
+    """Median step wall and CPU time (first step dropped) of one fresh training run, peak memory if asked."""
     trainer = build_side(side, recipe)
     timer = StepTimer(device)
     trainer.add_callback(timer.callback)
@@ -137,7 +143,11 @@ def run_side(side: str, recipe, device: str, memory: bool) -> tuple[float, float
         peak = mem["peak_mib"]
     else:
         trainer.train()
-    return statistics.median(timer.times[1:] or timer.times), peak
+    return (
+        statistics.median(timer.times[1:] or timer.times),
+        statistics.median(timer.cpu[1:] or timer.cpu),
+        peak,
+    )
 
 
 def run_family(family: str, args, n: int) -> dict:
@@ -150,12 +160,14 @@ def run_family(family: str, args, n: int) -> dict:
         data = write_prompts(Path(tmp) / "world", max(8, args.batch * steps))
         recipe = recipe_for(model, data, server.base_url, args, steps, str(Path(tmp) / "run"))
         times: dict[str, list[float]] = {"prefopt": [], "trl": []}
+        cpu: dict[str, list[float]] = {"prefopt": [], "trl": []}
         peaks: dict[str, float] = {}
         loads = []
         for rep in range(n):
             for side in times:
-                t, peak = run_side(side, recipe, args.device, memory=rep == 0)
+                t, c, peak = run_side(side, recipe, args.device, memory=rep == 0)
                 times[side].append(t)
+                cpu[side].append(c)
                 if peak is not None:
                     peaks[side] = peak
             loads.append(common.load_avg())
@@ -167,6 +179,7 @@ def run_family(family: str, args, n: int) -> dict:
         "group": args.group,
         "completion": args.completion,
         "times": {s: common.summary(v) for s, v in times.items()},
+        "cpu_s": {s: common.summary(v) for s, v in cpu.items()},
         "peak_mib": peaks,
         "load": common.summary(loads),
         "judge_requests": judge_requests,
@@ -197,6 +210,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"grpo {r['family']}: prefopt GWYS / TRL step time",
                 t["prefopt"]["median"] / t["trl"]["median"],
                 "<= 1.15",
+            )
+        )
+        c = r["cpu_s"]
+        ratios.append(
+            (
+                f"grpo {r['family']}: prefopt / TRL step CPU time",
+                c["prefopt"]["median"] / c["trl"]["median"],
+                "report",
             )
         )
         if r["peak_mib"]:
