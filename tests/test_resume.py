@@ -284,7 +284,7 @@ def test_grpo_killed_run_resumes_on_the_same_trajectory(
     assert last_checkpoint(out) == str(out / "checkpoint-2")
     install_scripted_policy(monkeypatch.setattr)
     assert main([*grpo_args(tiny_qwen_dir, data, out), "--resume"]) == 0
-    assert assert_same_trajectory(reference, steps_of(out)) > 40
+    assert assert_same_trajectory(reference, steps_of(out)) >= 120
     if mode == "kill":
         assert len(list(out.glob("incomplete-checkpoint-3-*"))) == 1  # set aside, not resumed from
 
@@ -305,7 +305,7 @@ def test_symmpo_killed_run_resumes_on_the_same_trajectory(
         interrupt(symmpo_args(tiny_qwen_dir, data, out, "training.save_steps=100"), monkeypatch, capsys)
     assert last_checkpoint(out) == str(out / "checkpoint-2")
     assert main(symmpo_args(tiny_qwen_dir, data, out)) == 0  # training.resume defaults to true
-    assert assert_same_trajectory(reference, steps_of(out)) > 20
+    assert assert_same_trajectory(reference, steps_of(out)) >= 90
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
 
 
