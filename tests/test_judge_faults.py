@@ -65,6 +65,22 @@ def test_every_fault_kind_is_retried_counted_and_cached(tiny_qwen_dir, tmp_path,
     assert resumed["rewards/caption/mean"] == 0.5
 
 
+def test_a_share_of_failing_calls_is_counted_and_logged(tiny_qwen_dir, tmp_path, scripted_policy, caplog):  # noqa: F811
+    data, out = write_prompts(tmp_path), tmp_path / "run"
+    caplog.set_level(logging.WARNING, logger="prefopt.rewards.judge")
+    with JudgeServer(
+        answer=judge_knows, fail_rate=0.5, faults=["500", "malformed", "empty"], seed=1
+    ) as server:
+        assert _grpo(tiny_qwen_dir, data, out, server, "rewards.judge.max_retries=0") == 0
+        failed = server.requests - server.outcomes["ok"]
+    assert 0 < failed < server.requests == 4  # the seed gives a mix: some judgements fail, some arrive
+    steps = _steps(out)
+    assert steps[-1]["judge/failures"] == failed and steps[-1]["judge/calls"] == 4
+    # a failed judgement is reward 0: the canned completions earn 1 each, 2 per step of 4 completions
+    assert sum(row["rewards/caption/mean"] for row in steps) * 4 == 4 - failed
+    assert "prompts failed after 0 retries (their rewards are 0)" in caplog.text
+
+
 def test_judge_down_gives_zero_caption_reward_and_a_loud_warning(
     tiny_qwen_dir,
     tmp_path,

@@ -122,6 +122,14 @@ class JudgeClient:
                 for f in futures:
                     f.cancel()
                 raise
+        failed = sum(answer is None for answer in results)
+        if failed and not self._warned_down:  # while down, the one loud warning already said it all
+            log.warning(
+                "judge: %d of %d prompts failed after %d retries (their rewards are 0); judge/failures counts them",
+                failed,
+                len(prompts),
+                self.config.max_retries,
+            )
         return results
 
     def stats(self) -> dict[str, float]:
