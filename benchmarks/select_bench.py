@@ -1,7 +1,9 @@
 """Target 5: variance-guided selection's sampling (k responses per prompt), batched against a per-sample loop.
 
-- ``batched``: :func:`prefopt.grpo.select.sample_responses`, one ``generate`` per prompt with
-  ``num_return_sequences=k`` (the prompt and its image are encoded once);
+- ``batched``: :func:`prefopt.grpo.select.sample_responses`: per prompt, one prefill (vision tower
+  included) whose KV cache the k samples share, then one batched ``generate``;
+- ``expanded``: one ``generate`` with ``num_return_sequences=k`` (k copies of prompt and image are
+  prefilled; what ``sample_responses`` did before), reported for the before/after comparison;
 - ``loop``: ``k`` separate ``generate`` calls of one response each per prompt (how a simple script does it).
 
 Same tiny model, prompts (synthetic shapes world, GWYS four-stage template), sampling settings and
@@ -42,6 +44,26 @@ def per_sample_loop(adapter, rows, k: int, max_new_tokens: int) -> list[list[str
     return out
 
 
+def expanded_prompts(adapter, rows, k: int, max_new_tokens: int) -> list[list[str]]:
+    """What ``sample_responses`` did before sharing the prefill: ``num_return_sequences=k`` (k prompt copies)."""
+    model = adapter.model
+    out = []
+    for row in rows:
+        batch = adapter.encode_prompts([row["prompt"]], [list(row["images"])]).to(model.device)
+        with torch.no_grad():
+            ids = model.generate(
+                **batch,
+                do_sample=True,
+                temperature=1.0,
+                top_p=0.95,
+                num_return_sequences=k,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=adapter.tokenizer.pad_token_id,
+            )
+        out.append(adapter.decode(ids[:, batch["input_ids"].size(1) :]))
+    return out
+
+
 def load_rows(model_dir: str, folder: Path, n: int) -> list[dict]:
     """``n`` GRPO prompts of the shapes world, as selection reads them."""
     from prefopt.data.synthetic import WorldSizes, write_world
@@ -76,6 +98,9 @@ def run_family(family: str, args, n: int) -> dict:
             ),
             "batched": lambda: common.timed(
                 lambda: sample_responses(adapter, rows, args.k, args.tokens), args.device
+            ),
+            "expanded": lambda: common.timed(
+                lambda: expanded_prompts(adapter, rows, args.k, args.tokens), args.device
             ),
         }
         times = common.interleave(sides, n)
@@ -118,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"select {r['family']}: k={r['k']} loop / batched time",
                 t["loop"]["median"] / t["batched"]["median"],
                 ">= 5",
+            )
+        )
+        ratios.append(
+            (
+                f"select {r['family']}: k={r['k']} expanded (num_return_sequences) / shared-prefill time",
+                t["expanded"]["median"] / t["batched"]["median"],
+                "report",
             )
         )
         ratios.append(
