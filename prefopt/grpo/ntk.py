@@ -100,7 +100,12 @@ def kernel_token_pairs(
     K = hidden.new_zeros(B, B)
     if N == 0:
         return K + 0.0 * (hidden.sum() + logits.sum())
-    P = torch.softmax(Z.to(hidden.dtype), dim=-1)  # [N, V]
+    Z = Z.to(hidden.dtype)
+    if torch.is_grad_enabled() and Z.requires_grad:
+        P = torch.softmax(Z, dim=-1)  # [N, V]
+    else:  # Z is already a copy (masked rows): normalise it in place, so the peak is one [N, V], not two
+        P = Z.sub_(Z.amax(dim=-1, keepdim=True)).exp_()
+        P.div_(P.sum(dim=-1, keepdim=True))
     S = F.one_hot(sample, B).to(hidden.dtype)  # [N, B] token -> sample
     rows = max(1, min(N, budget // max(1, N + V)))
     for start in range(0, N, rows):
