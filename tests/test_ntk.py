@@ -56,6 +56,8 @@ def test_kernel_matches_autograd(route, budget):
     rel = (got - expected).norm() / expected.norm()
     assert rel < 1e-6, rel
     assert torch.allclose(got, got.T, atol=1e-10)
+    # the no-gradient paths work in place on their own copies, never on the caller's tensors
+    assert torch.equal(logits, head(hidden).detach()) and (labels[mask == 0] == -100).all()
 
 
 def test_kernel_direct_routes_agree_with_weighted_mask():
