@@ -72,6 +72,49 @@ class GroundedSettings:
     max_aspect: float = 200.0  # a box whose long/short side ratio reaches this is not cropped
 
 
+VLLM_MODES = ("off", "server", "colocate")
+
+
+@dataclass
+class VLLMSettings:
+    """The ``vllm:`` section: GRPO generation through TRL's vLLM integration (GPU only, ``prefopt[vllm]``).
+
+    ``server``: a separate ``trl vllm-serve`` process on its own GPU(s); the trainer sends prompts and pushes
+    weights to it. ``colocate``: vLLM runs inside every training process on the same GPUs. ``off``:
+    transformers ``generate`` (``training.*`` vLLM fields, if any, pass through to ``GRPOConfig`` as written).
+    """
+
+    mode: str = "off"  # off | server | colocate
+    server_host: str = "127.0.0.1"  # server mode: where `trl vllm-serve` listens
+    server_port: int = 8000
+    server_base_url: str | None = None  # server mode: overrides host/port, e.g. http://node3:8000
+    server_timeout: float = 240.0  # seconds to wait for the server to come up
+    gpu_memory_utilization: float = 0.3  # colocate: share of each GPU vLLM may take (server: a vllm-serve flag)
+    tensor_parallel_size: int = 1  # colocate: GPUs per vLLM engine (server: a vllm-serve flag)
+    max_model_length: int | None = None  # vLLM context; None: from the model config
+    enable_sleep_mode: bool = False  # colocate: offload vLLM weights/cache during the optimizer step
+
+    def grpo_fields(self) -> dict[str, Any]:
+        """The TRL ``GRPOConfig`` fields this section sets (none when ``mode`` is off)."""
+        if self.mode == "off":
+            return {}
+        fields = {"use_vllm": True, "vllm_mode": self.mode, "vllm_max_model_length": self.max_model_length}
+        if self.mode == "server":
+            fields.update(
+                vllm_server_host=self.server_host,
+                vllm_server_port=self.server_port,
+                vllm_server_base_url=self.server_base_url,
+                vllm_server_timeout=self.server_timeout,
+            )
+        else:
+            fields.update(
+                vllm_gpu_memory_utilization=self.gpu_memory_utilization,
+                vllm_tensor_parallel_size=self.tensor_parallel_size,
+                vllm_enable_sleep_mode=self.enable_sleep_mode,
+            )
+        return fields
+
+
 def default_training() -> dict[str, Any]:
     """The seed runs' GRPO hyper-parameters (SPEC 1.6); any ``GRPOConfig`` field may be added."""
     return {
@@ -105,12 +148,14 @@ class GRPORecipe:
     rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
     grounded: GroundedSettings = field(default_factory=GroundedSettings)
     max_pixels: int | None = 401408  # SPEC 1.6; applied to processors that have it (Qwen2.5-VL)
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
     def training_args(self) -> dict[str, Any]:
-        """The defaults merged with the recipe's ``training:`` values."""
-        return {**default_training(), **self.training}
+        """The defaults merged with the recipe's ``training:`` values, then the ``vllm:`` section's fields."""
+        # vllm.mode=server|colocate wins over a recipe's `training.use_vllm: false`, so one override switches it on
+        return {**default_training(), **self.training, **self.vllm.grpo_fields()}
 
 
 def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
@@ -120,6 +165,7 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
             f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}"
         )
     _validate_grounded(recipe, where)
+    _validate_vllm(recipe, where)
     if recipe.ntk.mode not in NTK_MODES:
         raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
     from trl import GRPOConfig
@@ -153,6 +199,18 @@ def _validate_grounded(recipe: GRPORecipe, where: str) -> None:
     g = recipe.grounded
     if g.max_rounds < 1 or g.min_side < 1 or g.max_aspect <= 1:
         raise ConfigError(f"{where}: grounded needs max_rounds >= 1, min_side >= 1, max_aspect > 1, got {g}")
+
+
+def _validate_vllm(recipe: GRPORecipe, where: str) -> None:
+    """A known mode, and no ``training.vllm_*`` value that contradicts the ``vllm:`` section."""
+    if recipe.vllm.mode not in VLLM_MODES:
+        raise ConfigError(f"{where}: vllm.mode must be one of {list(VLLM_MODES)}, got {recipe.vllm.mode!r}")
+    for key, value in recipe.vllm.grpo_fields().items():
+        if key != "use_vllm" and key in recipe.training and recipe.training[key] != value:
+            raise ConfigError(
+                f"{where}: training.{key}={recipe.training[key]!r} contradicts the vllm: section ({value!r}); "
+                "set it in vllm: only"
+            )
 
 
 def judge_config(recipe: GRPORecipe, where: str = "config") -> Any:
