@@ -42,6 +42,7 @@ def fail(argv: list[str], capsys, *culprits: str) -> str:
     assert line.startswith(f"prefopt {argv[0]}: error: "), line
     for culprit in culprits:
         assert culprit in line, f"{culprit!r} not named in: {line}"
+    print(line)  # shown by `pytest -rP`: the messages users see
     return line
 
 
@@ -235,7 +236,7 @@ def test_image_outside_root(world, tmp_path, capsys):
 # ---- checkpoints ---------------------------------------------------------------------------------
 def test_missing_model_dir(world, tmp_path, capsys):
     missing = tmp_path / "no-model"
-    fail(grpo(missing, world, tmp_path), capsys, str(missing), "not a local directory")
+    fail(grpo(missing, world, tmp_path), capsys, str(missing), "model directory does not exist")
 
 
 def test_model_dir_without_config(world, tmp_path, capsys):

@@ -177,6 +177,9 @@ def detect_family(name_or_path: str) -> str:
                 f"{path}: model_type '{model_type}' is not supported; prefopt supports {sorted(set(_families()))}"
             )
         return _known()[model_type].family
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+        # a path, not a hub id (owner/name): say it is missing rather than guess a family from its name
+        raise ModelError(f"{name_or_path}: model directory does not exist")
     lowered = name_or_path.lower()
     if "qwen2.5-vl" in lowered or "qwen2_5_vl" in lowered:
         return "qwen2_5_vl"
