@@ -119,11 +119,11 @@ def _symmpo(epochs: float, max_steps: int = -1) -> dict[str, Any]:
 PROFILES: dict[str, DemoProfile] = {
     "default": DemoProfile(
         name="default",
-        world={"train": 600, "grpo": 128, "preference": 320, "eval": 100, "noise": 0.6},
+        world={"train": 400, "grpo": 256, "preference": 160, "eval": 100, "noise": 0.6},
         model=_model(),
-        sft=_sft(8),
+        sft=_sft(10),
         select={"k": 8, "keep": 0.5},
-        grpo=_grpo(steps=64, generations=4, batch=16),
+        grpo=_grpo(steps=64, generations=8, batch=16),
         symmpo=_symmpo(2),
         eval={"batch_size": 32, "bootstrap_rounds": 200, "max_new_tokens": 96},
     ),
