@@ -155,7 +155,7 @@ def run_family(family: str, args, n: int) -> dict:
     from prefopt.testing.judge_server import JudgeServer
 
     model = common.model_dir(family, args)
-    steps = 2 if args.quick else 5
+    steps = 3 if args.quick else 5
     with tempfile.TemporaryDirectory() as tmp, JudgeServer() as server:
         data = write_prompts(Path(tmp) / "world", max(8, args.batch * steps))
         recipe = recipe_for(model, data, server.base_url, args, steps, str(Path(tmp) / "run"))
