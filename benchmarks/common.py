@@ -266,6 +266,23 @@ def parse_result(stdout: str) -> dict[str, Any]:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def family_ratios(
+    target: str, runs: list[dict[str, Any]], metrics: list[tuple[str, str, str]], baseline: str = "TRL"
+) -> list[tuple[str, float, str]]:
+    """Per family: ``prefopt / trl`` median of each ``(result key, label, goal)``, then the peak-memory ratio."""
+    ratios = []
+    for r in runs:
+        for key, label, goal in metrics:
+            m = r[key]
+            ratios.append(
+                (f"{target} {r['family']}: {label}", m["prefopt"]["median"] / m["trl"]["median"], goal)
+            )
+        if r["peak_mib"]:
+            peak = mem_ratio(r["peak_mib"]["prefopt"], r["peak_mib"]["trl"])
+            ratios.append((f"{target} {r['family']}: prefopt / {baseline} peak memory", peak, "report"))
+    return ratios
+
+
 def mem_ratio(a: float, b: float) -> float:
     """Peak-memory ratio with the baseline floored at 1 MiB (sub-MiB peaks are page-granularity noise)."""
     return max(a, 0.0) / max(b, 1.0)

@@ -202,32 +202,14 @@ def main(argv: list[str] | None = None) -> None:
     n = common.repeats(args)
     with scripted_policy():
         runs = [run_family(f, args, n) for f in common.families(args)]
-    ratios = []
-    for r in runs:
-        t = r["times"]
-        ratios.append(
-            (
-                f"grpo {r['family']}: prefopt GWYS / TRL step time",
-                t["prefopt"]["median"] / t["trl"]["median"],
-                "<= 1.15",
-            )
-        )
-        c = r["cpu_s"]
-        ratios.append(
-            (
-                f"grpo {r['family']}: prefopt / TRL step CPU time",
-                c["prefopt"]["median"] / c["trl"]["median"],
-                "report",
-            )
-        )
-        if r["peak_mib"]:
-            ratios.append(
-                (
-                    f"grpo {r['family']}: prefopt / TRL peak memory",
-                    common.mem_ratio(r["peak_mib"]["prefopt"], r["peak_mib"]["trl"]),
-                    "report",
-                )
-            )
+    ratios = common.family_ratios(
+        "grpo",
+        runs,
+        [
+            ("times", "prefopt GWYS / TRL step time", "<= 1.15"),
+            ("cpu_s", "prefopt / TRL step CPU time", "report"),
+        ],
+    )
     common.emit(
         "grpo", {"config": args.config, "device": args.device, "dtype": args.dtype, "runs": runs}, ratios
     )

@@ -217,32 +217,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     n = common.repeats(args)
     runs = [run_family(f, args, n) for f in common.families(args)]
-    ratios = []
-    for r in runs:
-        t = r["tokens_per_s"]
-        ratios.append(
-            (
-                f"symmpo {r['family']}: prefopt / TRL DPO tokens per second",
-                t["prefopt"]["median"] / t["trl"]["median"],
-                ">= 1.0 (aim 1.3)",
-            )
-        )
-        c = r["tokens_per_cpu_s"]
-        ratios.append(
-            (
-                f"symmpo {r['family']}: prefopt / TRL DPO tokens per CPU second",
-                c["prefopt"]["median"] / c["trl"]["median"],
-                "report",
-            )
-        )
-        if r["peak_mib"]:
-            ratios.append(
-                (
-                    f"symmpo {r['family']}: prefopt / TRL DPO peak memory",
-                    common.mem_ratio(r["peak_mib"]["prefopt"], r["peak_mib"]["trl"]),
-                    "report",
-                )
-            )
+    ratios = common.family_ratios(
+        "symmpo",
+        runs,
+        [
+            ("tokens_per_s", "prefopt / TRL DPO tokens per second", ">= 1.0 (aim 1.3)"),
+            ("tokens_per_cpu_s", "prefopt / TRL DPO tokens per CPU second", "report"),
+        ],
+        baseline="TRL DPO",
+    )
     common.emit(
         "symmpo", {"config": args.config, "device": args.device, "dtype": args.dtype, "runs": runs}, ratios
     )
