@@ -140,11 +140,15 @@ def caption(objects: list[str]) -> str:
 def four_stage_answer(objects: list[str], asked: str, present: bool) -> str:
     """A four-stage prethink/caption/think/answer completion for "Is there a <asked>?"."""
     verdict = "yes" if present else "no"
-    seen = "the caption names it" if present else "the caption does not name it"
+    colour = OBJECTS[asked][0]
+    # The check goes through the colour word: only the caption holds colour words, so "is it named?" is a
+    # presence test a small model learns reliably, where matching the shape word (also in the question
+    # and the plan) would need counting its occurrences.
+    seen = "names" if present else "does not name"
     return (
         f"<prethink>I will list the shapes, then look for a {asked}.</prethink> "
         f"<caption>{caption(objects)}</caption> "
-        f"<think>The question asks about a {asked} and {seen}.</think> "
+        f"<think>The question asks about a {asked}. The caption {seen} a {colour} shape.</think> "
         f"<answer>{verdict}</answer>"
     )
 
