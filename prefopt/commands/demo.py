@@ -5,7 +5,7 @@ shapes world) -> tiny-model -> cold-start SFT -> variance-guided selection -> GR
 caption rewards, the caption judged over HTTP by a local OpenAI-compatible server; NTK term) -> SymMPO
 from the same cold start -> POPE and CHAIR on held-out scenes for all three -> compare.
 Writes OUT/report/comparison.{md,json,png} and OUT/summary.md. A re-run with the same --out keeps the
-stages that finished. Default profile: about 15 minutes on a 2-core CPU; --quick: under 3 minutes.
+stages that finished. Default profile: about 8 minutes on a 2-core CPU; --quick: under 3 minutes.
 
 Example:
   prefopt demo --out outputs/demo
