@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from test_resume import _png, write_symmpo_pairs
 
 import prefopt.dpo.reference as reference_module
 from prefopt.cli import main
@@ -24,31 +22,10 @@ TINY = {
 }
 
 
-def _png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray((rng.random((56, 56, 3)) * 255).astype("uint8")).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def symmpo_parquet(tmp_path_factory) -> Path:
     """Four SymMPO rows with PNG bytes for image_1 / image_2."""
-    path = tmp_path_factory.mktemp("dpo-data") / "pairs.parquet"
-    rows = [
-        {
-            "idx": i,
-            "question": "Describe the image.",
-            "resp_1_w": f"There is a red circle and {i} squares.",
-            "resp_1_l": "There is a blue star.",
-            "resp_2_w": "There is a green triangle.",
-            "image_1": _png(i),
-            "image_2": _png(100 + i),
-        }
-        for i in range(4)
-    ]
-    pd.DataFrame(rows).to_parquet(path)
-    return path
+    return write_symmpo_pairs(tmp_path_factory.mktemp("dpo-data"), n=4)
 
 
 @pytest.fixture(scope="module")

@@ -125,8 +125,8 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def write_symmpo_pairs(folder: Path) -> Path:
-    """Six SymMPO rows (an epoch is three steps of two)."""
+def write_symmpo_pairs(folder: Path, n: int = 6) -> Path:
+    """``n`` SymMPO rows with random PNG bytes (six: an epoch is three steps of two)."""
     rows = [
         {
             "idx": i,
@@ -137,7 +137,7 @@ def write_symmpo_pairs(folder: Path) -> Path:
             "image_1": _png(i),
             "image_2": _png(100 + i),
         }
-        for i in range(6)
+        for i in range(n)
     ]
     path = folder / "pairs.parquet"
     pd.DataFrame(rows).to_parquet(path)
