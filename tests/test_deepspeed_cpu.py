@@ -17,6 +17,7 @@ from prefopt.cli import main
 pytest.importorskip("deepspeed")
 
 PRESET = REPO / "recipes" / "accelerate" / "cpu_zero2.yaml"
+pytestmark = pytest.mark.slow  # real 2-process launches: about 30-40 s each
 
 
 @pytest.fixture(scope="module")

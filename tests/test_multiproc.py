@@ -21,6 +21,7 @@ from prefopt.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"
+pytestmark = pytest.mark.slow  # real 2-process launches: about 30-40 s each
 
 PROBE = '''
 import hashlib, json, os, sys
