@@ -25,7 +25,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 lint: venv
-	$(VENV)/bin/ruff check prefopt tests benchmarks scripts
+	$(VENV)/bin/ruff check prefopt tests benchmarks
 
 clean:
 	rm -rf outputs .pytest_cache .ruff_cache

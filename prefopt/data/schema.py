@@ -8,12 +8,12 @@ placeholders appear in the messages, as an :data:`ImageSource` that ``prefopt.da
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from PIL import Image
 
 #: A path (already resolved under the image root), raw encoded bytes, or a decoded PIL image.
-ImageSource = Union[str, bytes, Image.Image]
+ImageSource = str | bytes | Image.Image
 
 PROBLEM_TYPES = ("multiple choice", "numerical", "OCR", "free-form", "regression", "yes/no", "math", "grounding")
 
