@@ -38,3 +38,14 @@ def tiny_llava_dir(tiny_model_dirs):
 def tiny_dir(request, tiny_model_dirs):
     """Parametrised over both families."""
     return tiny_model_dirs[request.param]
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """A small synthetic shapes world (16 GRPO prompts, 16 SymMPO pairs) written by ``prefopt make-data``."""
+    from prefopt.cli import main
+
+    out = tmp_path_factory.mktemp("shapes")
+    argv = ["make-data", "--out", str(out), "--train", "2", "--grpo", "16", "--preference", "16", "--eval", "2"]
+    assert main(argv) == 0
+    return out

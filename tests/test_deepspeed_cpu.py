@@ -7,37 +7,13 @@ parameters. The rank probe and checks are those of test_multiproc.py.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from test_multiproc import REPO, assert_in_sync, launch_two_ranks
-
-from prefopt.cli import main
 
 pytest.importorskip("deepspeed")
 
 PRESET = REPO / "recipes" / "accelerate" / "cpu_zero2.yaml"
 pytestmark = pytest.mark.slow  # real 2-process launches: about 30-40 s each
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pairs")
-    argv = [
-        "make-data",
-        "--out",
-        str(out),
-        "--train",
-        "2",
-        "--grpo",
-        "2",
-        "--preference",
-        "16",
-        "--eval",
-        "2",
-    ]
-    assert main(argv) == 0
-    return out
 
 
 def test_preset_is_zero2_on_cpu():
@@ -48,14 +24,14 @@ def test_preset_is_zero2_on_cpu():
     assert config.deepspeed_config["zero_stage"] == 2 and config.num_processes == 2
 
 
-def test_symmpo_zero2_two_ranks_stay_in_sync(tiny_qwen_dir, pairs, tmp_path):
+def test_symmpo_zero2_two_ranks_stay_in_sync(tiny_qwen_dir, shapes, tmp_path):
     args = [
         "symmpo",
         "--config",
         "recipes/tiny/qwen_symmpo.yaml",
         f"model.name_or_path={tiny_qwen_dir}",
-        f"data.path={pairs / 'symmpo.parquet'}",
-        f"data.image_root={pairs}",
+        f"data.path={shapes / 'symmpo.parquet'}",
+        f"data.image_root={shapes}",
         "training.save_steps=100",
         f"training.output_dir={tmp_path / 'run'}",
     ]

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from prefopt.cli import main
-
 REPO = Path(__file__).resolve().parents[1]
 PRESET = REPO / "recipes" / "accelerate" / "cpu_2proc.yaml"
 pytestmark = pytest.mark.slow  # real 2-process launches: about 30-40 s each
@@ -98,27 +96,6 @@ if os.environ.get("PROBE_CANNED"):
     GroundedGRPOTrainer._generate_single_turn = scripted
 sys.exit(main(sys.argv[1:]))
 '''
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    """A small synthetic shapes world (GRPO prompts and SymMPO pairs)."""
-    out = tmp_path_factory.mktemp("shapes")
-    argv = [
-        "make-data",
-        "--out",
-        str(out),
-        "--train",
-        "2",
-        "--grpo",
-        "16",
-        "--preference",
-        "16",
-        "--eval",
-        "2",
-    ]
-    assert main(argv) == 0
-    return out
 
 
 def launch_two_ranks(tmp_path: Path, cli_args: list[str], env_extra: dict[str, str], preset: Path = PRESET):
