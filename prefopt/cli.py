@@ -14,6 +14,7 @@ import sys
 
 from prefopt import commands
 from prefopt.errors import PrefoptError
+from prefopt.threads import configure_threads, prepare_environment
 
 DESCRIPTION = (
     "prefopt trains vision-language models (LLaVA-1.5, Qwen2.5-VL) to hallucinate less: online GRPO with "
@@ -35,6 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every discovered subcommand."""
     parser = argparse.ArgumentParser(prog="prefopt", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: the free cores of this machine; PREFOPT_THREADS or OMP_NUM_THREADS also set it)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _command_modules():
         doc = (module.__doc__ or module.HELP).strip()
@@ -45,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _uses_torch=getattr(module, "USES_TORCH", True))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
+    prepare_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if getattr(args, "_uses_torch", True):
+        configure_threads(args.threads)
     try:
         return int(args._run(args) or 0)
     except PrefoptError as err:

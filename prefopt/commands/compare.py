@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "compare"
+USES_TORCH = False  # no thread pool to size
 HELP = "compare evaluation runs: table with intervals, differences to a baseline, bar chart"
 
 

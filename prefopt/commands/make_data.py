@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "make-data"
+USES_TORCH = False  # no thread pool to size
 HELP = "write the synthetic shapes world (SFT, GRPO, SymMPO, POPE, CHAIR files)"
 
 
