@@ -125,19 +125,32 @@ def phrase_table(vocabulary: str | None = None) -> tuple[dict[tuple[str, ...], s
     return table, max(len(k) for k in table)
 
 
+#: words that name a person alone but qualify the next object ("baby elephant", "passenger jet")
+QUALIFIERS = frozenset({"baby", "adult", "passenger"})
+
+
+def _match(table: dict, longest: int, tokens: list[str], i: int) -> tuple[str | None, int]:
+    for n in range(min(longest, len(tokens) - i), 0, -1):
+        cls = table.get(tuple(tokens[i : i + n]))
+        if cls is not None:
+            return cls, n
+    return None, 1
+
+
 def mentioned_objects(text: str, vocabulary: str | None = None) -> list[str]:
-    """Classes mentioned in ``text``, in order, one entry per mention (longest match first)."""
+    """Classes mentioned in ``text``, in order, one entry per mention (longest match first; with COCO's
+    table a qualifier such as "baby" before another object is not a person)."""
     table, longest = phrase_table(vocabulary)
     tokens, found, i = words(text), [], 0
     while i < len(tokens):
-        for n in range(min(longest, len(tokens) - i), 0, -1):
-            cls = table.get(tuple(tokens[i : i + n]))
-            if cls is not None:
-                found.append(cls)
-                i += n
-                break
-        else:
-            i += 1
+        cls, n = _match(table, longest, tokens, i)
+        if vocabulary is None and tokens[i] in QUALIFIERS and i + 1 < len(tokens):
+            following, _ = _match(table, longest, tokens, i + 1)
+            if following is not None:
+                cls = None
+        if cls is not None:
+            found.append(cls)
+        i += n
     return found
 
 
