@@ -135,3 +135,18 @@ def test_readings_disagree_where_documented(caption, official, robust):
     from prefopt.eval.chair import mentioned_objects
 
     assert (caption_objects(caption), mentioned_objects(caption)) == (official, robust)
+
+
+def test_generated_rows_also_get_the_caption_objects(tmp_path):
+    """Rows written by generation carry the instance classes in 'objects' and the image_id: the reference
+    captions still join the ground truth (276057's bottle)."""
+    from prefopt.eval.common import EvalOptions
+    from prefopt.eval.runner import get_benchmark
+
+    row = {"id": "276057", "image_id": "276057", "text": "A bottle on the bed.",
+           "objects": ["bed", "cell phone", "laptop", "mouse", "person"]}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    bench, opts = get_benchmark("chair"), EvalOptions(rounds=5, annotations=str(ANN))
+    (parsed,) = bench.read_predictions(path, opts)
+    assert "bottle" in parsed["gt_official"] and "bottle" in parsed["gt_robust"]

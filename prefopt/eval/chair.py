@@ -281,7 +281,7 @@ class Chair(Benchmark):
             caption = row["caption"] if isinstance(row.get("caption"), str) else answer_text(row, path, line)
             gt = self._ground_truth(row, path, line, truth.instances if truth else None, opts.vocabulary)
             parsed = {"id": item_id(row, line, ("id", "image_id")), "image_id": row.get("image_id"), "caption": caption}
-            refs = truth.references(row.get("image_id")) if truth and "objects" not in row else []
+            refs = truth.references(row.get("image_id")) if truth else []  # also for generated rows
             robust = mentioned_objects(caption, opts.vocabulary)
             parsed["mentions_robust"] = robust
             parsed["gt_robust"] = sorted(set(gt).union(*(mentioned_objects(c) for c in refs)))
