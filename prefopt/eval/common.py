@@ -17,9 +17,14 @@ both readings side by side:
   classify differently) and ``n_unparsed`` (items the chosen reading cannot parse), most easily as
   ``**scoring_summary(official, robust, scoring)``.
 
+Score-only runs: ``--predictions`` may repeat and ``--data`` names the official question files; the
+runner passes the answer paths to ``Benchmark.read_prediction_files(paths, opts)`` (default: each file
+through ``read_predictions``) with the question files in ``opts.data`` (a tuple, empty when generating)
+and ``--annotations`` in ``opts.annotations``.
+
 The runner (:func:`prefopt.eval.runner.score_predictions`) fills ``scoring`` when a benchmark leaves
 it out, records ``parse_disagreements: null`` for benchmarks with a single reading, and warns loudly
-when ``n_unparsed > 0``.
+when ``n_unparsed > 0`` (also appending the message to ``warnings`` in metrics.json).
 """
 
 from __future__ import annotations
