@@ -119,3 +119,20 @@ def test_limit_must_be_positive(tmp_path, capsys):
     assert main([*args, "--limit", "0"]) == 2
     err = capsys.readouterr().err
     assert "--limit must be a positive number" in err and "Traceback" not in err
+
+
+def test_one_answers_file_with_categories(tmp_path):
+    """One answers file for all splits, rows naming their split, gives the same per-split numbers."""
+    combined = tmp_path / "all.jsonl"
+    lines = []
+    for split in ("random", "popular", "adversarial"):
+        for x in (DATA / f"answers_{split}.jsonl").read_text().splitlines():
+            lines.append(json.dumps({**json.loads(x), "category": split}))
+    combined.write_text("\n".join(lines) + "\n")
+    args = ["eval", "pope", "--predictions", str(combined), "--bootstrap-rounds", "5", "--out", str(tmp_path / "o")]
+    for split in ("random", "popular", "adversarial"):
+        args += ["--data", str(DATA / f"coco_pope_{split}.json")]
+    assert main(args) == 0
+    m = _metrics(tmp_path / "o")
+    for split, expected in LLAVA_PRINTED.items():
+        _close(m["categories"][split], expected)
