@@ -41,6 +41,7 @@ def test_summary_and_recipes(demo_out, capsys):
     for bench, metric, _ in HEADLINE:
         assert f"{bench} {metric}" in summary
     assert "What it does not show" in summary
+    assert "Scoring: official (--scoring) for every run." in summary
     for stage in ("sft", "select", "grpo", "symmpo"):
         text = (demo_out / "recipes" / f"{stage}.yaml").read_text()
         assert text.startswith(f"# prefopt {stage} --config {demo_out / 'recipes' / stage}.yaml")

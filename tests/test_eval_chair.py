@@ -51,10 +51,10 @@ def test_lemmatize():
     ]
 
 
-def _expected(m):
+def _expected(m, chair_s=0.6667):
     assert m["n"] == 4 and m["n_mentions"] == 7
     assert {k: round(v["value"], 4) for k, v in m["metrics"].items()} == {
-        "chair_s": 0.6667,
+        "chair_s": chair_s,
         "chair_i": 0.2857,
         "recall": 0.8333,
     }
@@ -64,7 +64,8 @@ def test_chair_metrics_with_objects(tmp_path):
     """Mentions: (1) person, horse, dog -> dog hallucinated; (2) hot dog, dining table -> none;
     (3) teddy bear, couch -> couch hallucinated; (4) none.
 
-    CHAIRs = captions with a hallucination (1, 3) / captions with a mention (1, 2, 3) = 2/3 = .6667;
+    robust CHAIRs = captions with a hallucination (1, 3) / captions with a mention (1, 2, 3) = 2/3 = .6667;
+    official CHAIRs divides by all 4 captions: .5 (the script's reading finds the same mentions here);
     CHAIRi = 2 hallucinated mentions / 7 mentions = .2857;
     recall = covered gt (2 + 2 + 1 + 0) / gt objects (2 + 2 + 1 + 1) = 5/6 = .8333.
     """
@@ -73,9 +74,12 @@ def test_chair_metrics_with_objects(tmp_path):
         "".join(json.dumps({"id": i, "text": c, "objects": o}) + "\n" for i, (c, o) in enumerate(CAPTIONS))
     )
     bench = get_benchmark("chair")
-    opts = EvalOptions(rounds=30)
+    opts = EvalOptions(rounds=30, scoring="robust")
     m = bench.score(bench.read_predictions(path, opts), opts, tmp_path)
     _expected(m)
+    assert (m["scoring"], m["parse_disagreements"]) == ("robust", 0)
+    official = EvalOptions(rounds=30)
+    _expected(bench.score(bench.read_predictions(path, official), official), chair_s=0.5)
     details = [json.loads(x) for x in (tmp_path / "chair_details.jsonl").read_text().splitlines()]
     assert details[0]["hallucinated"] == ["dog"] and details[2]["hallucinated"] == ["couch"]
 
@@ -104,11 +108,13 @@ def test_chair_with_coco_instances(tmp_path):
         "".join(json.dumps({"image_id": 100 + i, "caption": c}) + "\n" for i, (c, _) in enumerate(CAPTIONS))
     )
     out = tmp_path / "out"
-    assert (
-        main(["eval", "chair", "--predictions", str(caps), "--annotations", str(inst), "--out", str(out)])
-        == 0
-    )
+    args = ["eval", "chair", "--predictions", str(caps), "--annotations", str(inst)]
+    assert main([*args, "--out", str(out), "--scoring", "robust"]) == 0
     _expected(json.loads((out / "metrics.json").read_text()))
+    assert main([*args, "--out", str(tmp_path / "official")]) == 0
+    official = json.loads((tmp_path / "official" / "metrics.json").read_text())
+    _expected(official, chair_s=0.5)
+    assert official["ground_truth"].startswith("instances only") and official["warnings"]
     items = get_benchmark("chair").load_items(inst, EvalOptions())
     assert [it.images for it in items][:2] == [["img0.jpg"], ["img1.jpg"]]
     assert items[1].meta["objects"] == ["dining table", "hot dog"]

@@ -82,3 +82,18 @@ def test_compare_default_baseline_and_errors(three_runs, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no metrics.json"):
         compare_runs([tmp_path / "empty"], tmp_path / "r")
+
+
+def test_compare_names_the_scoring(tmp_path):
+    from prefopt.eval.report import compare_runs, markdown_table
+
+    for name, scoring in (("a", "official"), ("b", "official"), ("c", "robust")):
+        (tmp_path / name).mkdir()
+        data = {"benchmark": "pope", "n": 3, "scoring": scoring, "metrics": {"f1": iv(0.5, 0.4, 0.6)},
+                "mean_of_splits": {"f1": iv(0.55, 0.45, 0.65)}}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(data))
+    same = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "r1")
+    assert "Scoring: official (--scoring) for every run." in markdown_table(same)
+    assert any(r["metric"] == "mean_of_splits/f1" for r in same["rows"])
+    mixed = compare_runs([tmp_path / "a", tmp_path / "c"], tmp_path / "r2")
+    assert "WARNING: the runs were scored differently" in markdown_table(mixed)

@@ -132,3 +132,26 @@ def test_refcoco_records_image_size_for_relative_boxes(tiny_qwen_dir, pope_file,
     args = ["eval", "refcoco", "--predictions", str(tmp_path / "p.jsonl"), "--box-scale", "unit"]
     assert main([*args, "--out", str(tmp_path / "s")]) == 0
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["metrics"]["acc_iou50"]["value"] == 1.0
+
+
+@pytest.mark.parametrize("scoring", ["official", "robust"])
+def test_eval_pope_both_scorings(tiny_qwen_dir, pope_file, tmp_path, scoring):
+    data, root = pope_file
+    out = tmp_path / scoring
+    args = ["eval", "pope", "--model", str(tiny_qwen_dir), "--data", str(data), "--image-root", str(root)]
+    assert main([*args, "--out", str(out), "--max-new-tokens", "3", "--bootstrap-rounds", "5", "--scoring", scoring]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scoring"] == scoring and metrics["n"] == 3
+    assert isinstance(metrics["parse_disagreements"], int) and metrics["n_unparsed"] == 0
+
+
+def test_four_stage_answers_without_tag_warn(tiny_qwen_dir, pope_file, tmp_path, capsys):
+    """A tiny model never writes <answer>: the run says so loudly instead of printing a silent 0.000."""
+    data, root = pope_file
+    out = tmp_path / "four"
+    args = ["eval", "pope", "--model", str(tiny_qwen_dir), "--data", str(data), "--image-root", str(root)]
+    assert main([*args, "--out", str(out), "--max-new-tokens", "3", "--bootstrap-rounds", "5",
+                 "--template", "four_stage"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_unparsed"] == 3 and metrics["warnings"]
+    assert "WARNING: pope: 3 of 3 answers could not be parsed" in capsys.readouterr().err

@@ -3,8 +3,14 @@
 Generate and score (greedy, batched, resumable: answered questions in OUT/predictions.jsonl are kept):
   prefopt eval pope --model runs/symmpo/merged --data pope/coco_pope_random.json \\
       --image-root coco/val2014 --out evals/symmpo/pope
-Score only:
+Score only (prefopt's own predictions.jsonl, or official answer files joined with official question files):
   prefopt eval pope --predictions answers.jsonl --out evals/baseline/pope
+  prefopt eval pope --predictions ANSWERS.jsonl --data coco_pope_random.json --out DIR
+  prefopt eval chair --predictions CAPS.jsonl --annotations ANN_DIR --out DIR
+--scoring official (default) reads answers exactly as each benchmark's official script does, quirks
+included; --scoring robust is prefopt's careful reading.  metrics.json records the scoring, how many
+answers the two readings classify differently (parse_disagreements) and how many the chosen one cannot
+parse (n_unparsed, also printed as a warning).
 Judge-based benchmarks (mmhal, and hallusion when a judge is given) read the API key from the
 environment variable named by --judge-api-key-env.
 
@@ -27,8 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benchmark", choices=BENCHMARKS)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model directory or hub id to generate answers with")
-    src.add_argument("--predictions", help="score this predictions JSONL instead of generating")
-    parser.add_argument("--data", help="benchmark file (its published layout); needed with --model")
+    src.add_argument(
+        "--predictions",
+        action="append",
+        help="score this predictions/answers file instead of generating (repeat: one per --data split)",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        help="benchmark file (its published layout); needed with --model; with --predictions the official "
+        "question file(s) the answers are joined with (repeatable)",
+    )
+    parser.add_argument(
+        "--scoring",
+        choices=("official", "robust"),
+        default="official",
+        help="official: the benchmark's own script's parsing and metrics (default); robust: prefopt's reading",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--family", help="model family (llava | qwen2_5_vl); detected when omitted")
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
@@ -37,7 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, help="generation budget (default: per benchmark)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N questions")
-    parser.add_argument("--annotations", help="CHAIR: COCO instances json; AMBER: annotations.json")
+    parser.add_argument(
+        "--annotations",
+        help="CHAIR: COCO annotation folder (instances_val2014.json, captions_val2014.json) or an instances json; "
+        "AMBER: annotations.json",
+    )
     parser.add_argument(
         "--bbox-format", choices=("xyxy", "xywh"), default="xyxy", help="RefCOCO ground-truth boxes"
     )
@@ -79,10 +104,16 @@ def _judge_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Generate (optionally) and score; print the metrics."""
+    from prefopt.errors import PrefoptError
     from prefopt.eval.common import EvalOptions
     from prefopt.eval.runner import evaluate
 
+    if args.limit is not None and args.limit <= 0:
+        raise PrefoptError(f"--limit must be a positive number of questions, got {args.limit}")
+    if args.model and args.data and len(args.data) > 1:
+        raise PrefoptError("--model takes one --data file: run one evaluation per split")
     opts = EvalOptions(
+        scoring=args.scoring,
         rounds=args.bootstrap_rounds,
         seed=args.seed,
         annotations=args.annotations,
@@ -97,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         opts,
         model=args.model,
-        data=args.data,
+        data=(args.data[0] if args.model else args.data) if args.data else None,
         predictions=args.predictions,
         image_root=args.image_root,
         batch_size=args.batch_size,
@@ -108,5 +139,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     summary = {k: round(v["value"], 4) for k, v in metrics["metrics"].items()}
-    print(json.dumps({"benchmark": args.benchmark, "n": metrics["n"], **summary}))
+    head = {"benchmark": args.benchmark, "n": metrics["n"], "scoring": metrics["scoring"]}
+    head.update({k: metrics[k] for k in ("parse_disagreements", "n_unparsed") if metrics.get(k) is not None})
+    print(json.dumps({**head, **summary}))
     return 0

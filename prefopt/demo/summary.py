@@ -65,9 +65,24 @@ def headline(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scoring_lines(out: Path, table: dict[str, Any]) -> str:
+    """Which ``--scoring`` produced the numbers, and every evaluation with answers nobody could parse."""
+    import json
+
+    from prefopt.eval.report import scoring_note
+
+    lines = [scoring_note(table)]
+    for path in sorted((out / "eval").glob("*/*/metrics.json")):
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if metrics.get("n_unparsed"):
+            lines.append(f"Unparsed: {path.parent.parent.name} {path.parent.name}: {metrics['n_unparsed']} of "
+                         f"{metrics['n']} answers could not be read (counted wrong).")
+    return "\n".join(lines)
+
+
 def write_summary(out: Path, table: dict[str, Any], prof: DemoProfile, timings: dict[str, float]) -> Path:
-    """Write ``OUT/summary.md`` (headline table, timings, caveats) and print its table."""
-    text = headline(table)
+    """Write ``OUT/summary.md`` (headline table, scoring, timings, caveats) and print its table."""
+    text = headline(table) + "\n\n" + scoring_lines(out, table)
     spent = ", ".join(f"{name} {sec:.0f} s" for name, sec in timings.items()) or "all stages reused"
     body = (
         f"# prefopt demo ({prof.name} profile)\n\n{text}\n\n"

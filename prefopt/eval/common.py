@@ -1,5 +1,31 @@
 """Shared pieces of the benchmark modules: the item record, file readers with line-numbered errors,
-the yes/no rule, and the :class:`Benchmark` base class every benchmark module subclasses."""
+the yes/no rule, and the :class:`Benchmark` base class every benchmark module subclasses.
+
+Scoring interface (``--scoring official|robust``, issue 15)
+-----------------------------------------------------------
+``EvalOptions.scoring`` is ``"official"`` (default: the benchmark's official parsing and metric
+definitions, quirks included) or ``"robust"`` (prefopt's careful reading).  A benchmark module keeps
+both readings side by side:
+
+- its reader (``read_predictions``/``parse_prediction``) stores, per item, the parse under *both* rules
+  (e.g. POPE rows carry ``pred_official`` and ``pred_robust``, ``None`` = the rule cannot read it);
+- a module-level scoring function takes the rows and ``scoring`` and returns the per-item scores of
+  that reading plus its metrics (``pope.pope_scores(rows, scoring)``, ``chair.chair_scores(...)``);
+- ``Benchmark.score(rows, opts, out_dir)`` bootstraps those per-item scores (the intervals are thus
+  computed on the official per-item scores under the default) and returns metrics.json with, besides
+  ``benchmark``/``n``/``metrics``: ``scoring``, ``parse_disagreements`` (items the two readings
+  classify differently) and ``n_unparsed`` (items the chosen reading cannot parse), most easily as
+  ``**scoring_summary(official, robust, scoring)``.
+
+Score-only runs: ``--predictions`` may repeat and ``--data`` names the official question files; the
+runner passes the answer paths to ``Benchmark.read_prediction_files(paths, opts)`` (default: each file
+through ``read_predictions``) with the question files in ``opts.data`` (a tuple, empty when generating)
+and ``--annotations`` in ``opts.annotations``.
+
+The runner (:func:`prefopt.eval.runner.score_predictions`) fills ``scoring`` when a benchmark leaves
+it out, records ``parse_disagreements: null`` for benchmarks with a single reading, and warns loudly
+when ``n_unparsed > 0`` (also appending the message to ``warnings`` in metrics.json).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.errors import DataError
+from prefopt.errors import DataError, PrefoptError
+
+#: ``--scoring`` choices; the first is the default.
+SCORINGS = ("official", "robust")
 
 
 @dataclass
@@ -36,6 +65,31 @@ class EvalOptions:
     box_scale: str = "abs"  # RefCOCO predicted boxes: abs (pixels) | unit (0-1) | thousand (0-1000)
     vocabulary: str | None = None  # CHAIR: JSON {class: [synonyms]} replacing the COCO table
     template: str = "plain"  # POPE: plain (short-answer instruction) | four_stage (GWYS prompt, <answer> scored)
+    scoring: str = "official"  # official (the benchmark's own script, quirks included) | robust (prefopt's)
+    data: tuple[str, ...] = ()  # score-only runs: official question files the predictions are joined with
+
+
+def check_scoring(scoring: str) -> str:
+    """``scoring`` itself, or a PrefoptError naming the choices."""
+    if scoring not in SCORINGS:
+        raise PrefoptError(f"--scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+    return scoring
+
+
+def scoring_summary(official: Sequence[Any], robust: Sequence[Any], scoring: str) -> dict[str, Any]:
+    """``{scoring, parse_disagreements, n_unparsed}`` from the per-item parses of both readings.
+
+    ``official[i]`` and ``robust[i]`` are what each rule makes of item ``i`` (any comparable value,
+    ``None`` when the rule cannot parse it).
+    """
+    if len(official) != len(robust):
+        raise ValueError("both readings must cover the same items")
+    chosen = official if check_scoring(scoring) == "official" else robust
+    return {
+        "scoring": scoring,
+        "parse_disagreements": sum(a != b for a, b in zip(official, robust)),
+        "n_unparsed": sum(x is None for x in chosen),
+    }
 
 
 def read_json(path: str | Path) -> Any:
@@ -162,6 +216,10 @@ class Benchmark(abc.ABC):
     def read_predictions(self, path: str | Path, opts: EvalOptions) -> list[dict[str, Any]]:
         """All rows of a predictions file (JSONL, or a ``.json`` list), parsed."""
         return [self.parse_prediction(row, path, line, opts) for line, row in read_records(path)]
+
+    def read_prediction_files(self, paths: Sequence[str], opts: EvalOptions) -> list[dict[str, Any]]:
+        """Parsed rows of every predictions file given, in order (``opts.data`` is the benchmark's to use)."""
+        return [row for path in paths for row in self.read_predictions(path, opts)]
 
     def note_images(self, item: EvalItem, images: list[Any]) -> None:  # noqa: B027 (optional hook)
         """Record facts about the loaded images in ``item.meta`` (the default keeps nothing)."""

@@ -53,6 +53,8 @@ def _metrics(path: Path) -> dict[str, Any]:
 def flatten(metrics: dict[str, Any], categories: bool = True) -> dict[str, Interval]:
     """``{metric: interval}`` with per-category metrics as ``category/metric``."""
     flat = dict(metrics["metrics"])
+    # POPE over several splits: the mean of the per-split metrics is the number papers report
+    flat.update({f"mean_of_splits/{name}": iv for name, iv in (metrics.get("mean_of_splits") or {}).items()})
     if categories:
         for cat, values in (metrics.get("categories") or {}).items():
             flat.update({f"{cat}/{name}": iv for name, iv in values.items()})
@@ -102,7 +104,18 @@ def comparison(runs: dict[str, dict[str, dict[str, Any]]], baseline: str, catego
             cells = {name: flat[name].get(metric) for name in runs}
             deltas = {name: _delta(cells[name], cells[baseline])[1] for name in runs if name != baseline}
             rows.append({"benchmark": bench, "metric": metric, "runs": cells, "delta": deltas})
-    return {"baseline": baseline, "runs": list(runs), "rows": rows}
+    scoring = {name: {b: per[b].get("scoring", "unrecorded") for b in per} for name, per in runs.items()}
+    return {"baseline": baseline, "runs": list(runs), "rows": rows, "scoring": scoring}
+
+
+def scoring_note(table: dict) -> str:
+    """One line naming the scoring of the runs, or a warning when they were scored differently."""
+    per = table.get("scoring") or {}
+    used = sorted({s for benches in per.values() for s in benches.values()})
+    if len(used) <= 1:
+        return f"Scoring: {used[0] if used else 'unrecorded'} (--scoring) for every run."
+    detail = "; ".join(f"{run}: " + ", ".join(f"{b} {s}" for b, s in benches.items()) for run, benches in per.items())
+    return f"WARNING: the runs were scored differently ({detail}); their numbers are not comparable."
 
 
 def markdown_table(table: dict) -> str:
@@ -121,7 +134,7 @@ def markdown_table(table: dict) -> str:
         "Values are point estimates with bootstrap 95 % intervals. Δ marked * when the two intervals "
         "do not overlap; (n.s.) when they overlap (not significant). ↓: lower is better."
     )
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return "\n".join(lines) + "\n\n" + note + "\n" + scoring_note(table) + "\n"
 
 
 def bar_chart(table: dict, path: Path) -> Path:

@@ -12,13 +12,22 @@ import dataclasses
 import json
 import logging
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from prefopt.errors import DataError, PrefoptError
-from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, read_json, read_jsonl, read_records
+from prefopt.eval.common import (
+    Benchmark,
+    EvalItem,
+    EvalOptions,
+    check_scoring,
+    read_json,
+    read_jsonl,
+    read_records,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -157,24 +166,51 @@ def _answer_batches(
     progress.close()
 
 
-def score_predictions(bench: Benchmark, pred_path: str | Path, out_dir: Path, opts: EvalOptions) -> dict:
-    """Score a predictions file and write ``out_dir/metrics.json``."""
-    rows = bench.read_predictions(pred_path, opts)
+def score_predictions(
+    bench: Benchmark, pred_path: str | Path | Sequence[str | Path], out_dir: Path, opts: EvalOptions
+) -> dict:
+    """Score one or more predictions files and write ``out_dir/metrics.json`` (see :func:`finish_scoring`)."""
+    paths = [str(pred_path)] if isinstance(pred_path, str | Path) else [str(p) for p in pred_path]
+    rows = bench.read_prediction_files(paths, opts)
     if not rows:
-        raise DataError("no predictions to score", path=str(pred_path))
-    metrics = bench.score(rows, opts, out_dir)
+        raise DataError("no predictions to score", path=", ".join(paths))
+    metrics = finish_scoring(bench, bench.score(rows, opts, out_dir), opts)
     metrics["bootstrap"] = {"rounds": opts.rounds, "seed": opts.seed, "confidence": 0.95}
     (out_dir / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return metrics
 
 
-def _copy_as_jsonl(source: Path, target: Path) -> None:
-    """Keep the scored predictions beside the metrics, as JSONL whatever their original layout."""
-    records = read_records(source)
-    if target.exists() and target.samefile(source):
+def finish_scoring(bench: Benchmark, metrics: dict, opts: EvalOptions) -> dict:
+    """Make sure metrics.json says how it was scored, and warn loudly about answers nobody could read."""
+    head = {k: metrics[k] for k in ("benchmark", "n") if k in metrics}
+    head["scoring"] = metrics.get("scoring", opts.scoring)
+    head["parse_disagreements"] = metrics.get("parse_disagreements")  # None: a single reading
+    head["n_unparsed"] = metrics.get("n_unparsed", 0)
+    metrics = {**head, **{k: v for k, v in metrics.items() if k not in head}}
+    unparsed = metrics["n_unparsed"] or 0
+    if unparsed:
+        hint = " (no <answer>...</answer> tag in the four-stage answers)" if opts.template == "four_stage" else ""
+        message = (
+            f"{bench.name}: {unparsed} of {metrics.get('n', '?')} answers could not be parsed under "
+            f"--scoring {metrics['scoring']}{hint}; they count as wrong"
+        )
+        metrics.setdefault("warnings", []).append(message)
+        logger.warning(message)
+        print(f"WARNING: {message}", file=sys.stderr)
+    return metrics
+
+
+def _copy_as_jsonl(sources: Sequence[Path], target: Path) -> None:
+    """Keep the scored predictions beside the metrics, as JSONL whatever their original layout
+    (several files are concatenated, each row tagged with its ``source_file``)."""
+    if len(sources) == 1 and target.exists() and target.samefile(sources[0]):
         return
+    rows = []
+    for source in sources:
+        tag = {"source_file": source.name} if len(sources) > 1 else {}
+        rows += [{**row, **tag} for _, row in read_records(source)]
     with target.open("w", encoding="utf-8") as fh:
-        for _, row in records:
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -221,8 +257,8 @@ def evaluate(
     opts: EvalOptions,
     *,
     model: str | None = None,
-    data: str | None = None,
-    predictions: str | None = None,
+    data: str | Sequence[str] | None = None,
+    predictions: str | Sequence[str] | None = None,
     image_root: str | None = None,
     batch_size: int = 8,
     max_new_tokens: int | None = None,
@@ -231,8 +267,19 @@ def evaluate(
     dtype: str = "auto",
     device: str | None = None,
 ) -> dict:
-    """Generate (when ``model`` is given) and score; returns the metrics."""
+    """Generate (when ``model`` is given) and score; returns the metrics.
+
+    Score-only runs (``predictions``) may name several answer files, and ``data`` official question
+    files that the benchmark joins them with (POPE: one per split).
+    """
     bench = get_benchmark(bench_name)
+    check_scoring(opts.scoring)
+    if limit is not None and limit <= 0:
+        raise PrefoptError(f"--limit must be a positive number of questions, got {limit}")
+    data_list = [] if data is None else [data] if isinstance(data, str | Path) else [str(d) for d in data]
+    pred_list = (
+        [] if predictions is None else [predictions] if isinstance(predictions, str | Path) else list(predictions)
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fields: dict[str, Any] = {
@@ -247,8 +294,12 @@ def evaluate(
         "device": device,
     }
     if model is not None:
-        if data is None:
+        if not data_list:
             raise PrefoptError("--model needs --data (the benchmark file)")
+        if len(data_list) > 1:
+            raise PrefoptError("--model takes one --data file: run one evaluation per split")
+        data = data_list[0]
+        fields["data"] = data
         items = bench.load_items(data, opts)[: limit or None]
         _check_unique(items, data)
         _claim(out, bench, model)
@@ -263,13 +314,16 @@ def evaluate(
         }
         fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
         pred_path = out / PREDICTIONS
-    elif predictions is not None:
-        pred_path = Path(predictions)
-        _copy_as_jsonl(pred_path, out / PREDICTIONS)
+    elif pred_list:
+        opts = dataclasses.replace(opts, data=tuple(data_list))
+        pred_path = pred_list if len(pred_list) > 1 else pred_list[0]
+        _copy_as_jsonl([Path(p) for p in pred_list], out / PREDICTIONS)
+        fields["data"] = data_list or None
     else:
         raise PrefoptError("give --model (with --data) to generate, or --predictions to score a file")
     metrics = score_predictions(bench, pred_path, out, opts)
-    _write_info(out, run_info(bench, opts, **fields, predictions=str(pred_path), status="done"))
+    shown = [str(p) for p in pred_path] if isinstance(pred_path, list) else str(pred_path)
+    _write_info(out, run_info(bench, opts, **fields, predictions=shown, status="done"))
     return metrics
 
 
