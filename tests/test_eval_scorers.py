@@ -127,43 +127,6 @@ def test_malformed_lines_are_reported_by_line(tmp_path, capsys):
     assert "row 3" in capsys.readouterr().err
 
 
-def test_amber_no_is_positive(tmp_path):
-    """Positive class "no". Rows: (No, no) TP, (Yes, no) FN, (No, yes) FP, (Yes, yes) TN, (not, no) TP.
-
-    TP=2 FN=1 FP=1 TN=1: accuracy 3/5 = .6; precision 2/3; recall 2/3; F1 2/3.
-    Per type: existence = rows 1-3 -> TP, FN, FP: acc 1/3, P 1/2, R 1/2, F1 1/2.
-    The annotations file's generative entry (truth is a list) is skipped.
-    """
-    ann = tmp_path / "annotations.json"
-    truth = ["no", "no", "yes", "yes", "no"]
-    types = ["discriminative-existence"] * 3 + ["discriminative-relation"] * 2
-    ann.write_text(
-        json.dumps(
-            [{"id": 9, "type": "generative", "truth": ["dog"]}]
-            + [{"id": i + 1, "type": t, "truth": v} for i, (t, v) in enumerate(zip(types, truth))]
-        )
-    )
-    answers = ["No, there is no tree.", "Yes", "No", "Yes, it is.", "There is not."]
-    preds = write_jsonl(
-        tmp_path / "amber.jsonl", [{"id": i + 1, "response": a} for i, a in enumerate(answers)]
-    )
-    opts = EvalOptions(rounds=20, annotations=str(ann))
-    m = score("amber", preds, opts)
-    assert values(m["metrics"]) == {"accuracy": 0.6, "precision": 0.6667, "recall": 0.6667, "f1": 0.6667}
-    assert values(m["categories"]["discriminative-existence"]) == {
-        "accuracy": 0.3333,
-        "precision": 0.5,
-        "recall": 0.5,
-        "f1": 0.5,
-    }
-    queries = tmp_path / "query.json"
-    queries.write_text(
-        json.dumps([{"id": i, "image": f"AMBER_{i}.jpg", "query": "Is there a dog?"} for i in (1, 2, 9)])
-    )
-    items = get_benchmark("amber").load_items(queries, opts)
-    assert [it.id for it in items] == ["1", "2"] and items[0].meta["truth"] == "no"
-
-
 def test_mcq_letters_and_accuracy(tmp_path):
     """Predictions B (from "B"), C (from "(C) dog"), D (from "The answer is D."), B (the text "dog" equals
     option B), None ("I do not know") against answers B, C, A, B, A: 3 correct of 5 -> accuracy .6.

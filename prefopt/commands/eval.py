@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vocabulary", help="CHAIR: JSON {class: [synonyms]} (or world.json of make-data) instead of COCO's"
     )
+    parser.add_argument(
+        "--scoring",
+        choices=("official", "robust"),
+        default="official",
+        help="official: the benchmark's own script's parsing and metrics; robust: prefopt's careful reading",
+    )
     parser.add_argument("--bootstrap-rounds", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     judge = parser.add_argument_group("LLM judge (mmhal, hallusion)")
@@ -91,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         box_scale=args.box_scale,
         vocabulary=args.vocabulary,
         template=args.template,
+        scoring=args.scoring,
+        data=args.data if args.predictions else None,
     )
     metrics = evaluate(
         args.benchmark,

@@ -36,6 +36,8 @@ class EvalOptions:
     box_scale: str = "abs"  # RefCOCO predicted boxes: abs (pixels) | unit (0-1) | thousand (0-1000)
     vocabulary: str | None = None  # CHAIR: JSON {class: [synonyms]} replacing the COCO table
     template: str = "plain"  # POPE: plain (short-answer instruction) | four_stage (GWYS prompt, <answer> scored)
+    scoring: str = "official"  # official (the benchmark's own script's rules) | robust (prefopt's reading)
+    data: str | None = None  # score-only runs: the official question file the predictions answer
 
 
 def read_json(path: str | Path) -> Any:
