@@ -193,40 +193,6 @@ def test_refcoco_acc_at_half(tmp_path):
         score("refcoco", write_jsonl(tmp_path / "bad.jsonl", [{"text": "[1,2,3,4]", "bbox": [1, 2]}]))
 
 
-def test_hallusion_rule_based(tmp_path):
-    """Set (VD, illusion, 0): f0q0 gt yes "Yes" ok; f0q1 gt no "No" ok; f1q0 gt no "Yes" wrong; f1q1 gt yes ok.
-    Set (VS, chart, 1): f0q0 gt yes "Yes" ok.
-
-    aAcc 4/5 = .8.  qAcc: (VD,0,q0) has a wrong answer, (VD,0,q1) and (VS,1,q0) are right -> 2/3.
-    fAcc: (VD,0,f0) right, (VD,0,f1) wrong, (VS,1,f0) right -> 2/3.
-    """
-
-    def row(cat, sub, s, f, q, gt, text):
-        return {
-            "category": cat,
-            "subcategory": sub,
-            "set_id": s,
-            "figure_id": f,
-            "question_id": q,
-            "question": "Is it so?",
-            "gt_answer": gt,
-            "filename": None,
-            "text": text,
-        }
-
-    rows = [
-        row("VD", "illusion", 0, 0, 0, "1", "Yes"),
-        row("VD", "illusion", 0, 0, 1, "0", "No"),
-        row("VD", "illusion", 0, 1, 0, "0", "Yes"),
-        row("VD", "illusion", 0, 1, 1, "1", "Yes"),
-        row("VS", "chart", 1, 0, 0, "1", "Yes"),
-    ]
-    m = score("hallusion", write_jsonl(tmp_path / "h.jsonl", rows))
-    assert values(m["metrics"]) == {"aAcc": 0.8, "qAcc": 0.6667, "fAcc": 0.6667}
-    assert values(m["categories"]["VS"]) == {"aAcc": 1.0, "qAcc": 1.0, "fAcc": 1.0}
-    assert m["correctness"] == "yes/no rule"
-
-
 def test_record_layouts_are_read_from_content(tmp_path):
     """POPE ships JSONL named *.json; MMHal ships a JSON list; both score, and the copy kept is JSONL."""
     from prefopt.cli import main
