@@ -19,9 +19,9 @@ REPLIES = {
 
 
 def mmhal_answer(messages):
-    """Reply chosen by the response under review (the word after 'Response to rate:')."""
+    """Reply chosen by the response under review (the word after the prompt's last section heading)."""
     text = messages[-1]["content"]
-    return REPLIES[re.search(r"Response to rate: (\w+)", text).group(1)]
+    return REPLIES[re.search(r"### LMM Response to Evaluate\n(\w+)", text).group(1)]
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_parse_rating(reply, rating):
 
 
 def test_mmhal_with_judge(tmp_path, monkeypatch):
-    """Ratings 6 (alpha), 2 (beta: the last 'Rating:' wins), 4 (gamma), unreadable (delta).
+    """Robust scoring (a 4-question file; official scoring needs the 96 in order).  Ratings 6 (alpha), 2 (beta: the last 'Rating:' wins), 4 (gamma), unreadable (delta).
 
     score = (6 + 2 + 4) / 3 = 4.0; hallucination_rate = ratings < 3 -> 1/3 = .3333; n_unrated 1.
     attribute (alpha, beta): score 4.0, rate .5; counting (gamma, delta): score 4.0, rate 0.
@@ -72,6 +72,8 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
                 "fake",
                 "--judge-api-key-env",
                 "FAKE_JUDGE_KEY",
+                "--scoring",
+                "robust",
             ]
         )
     assert code == 0
@@ -90,7 +92,9 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
     # scoring again reuses the verdicts cached under OUT/judge_cache: no new judge calls
     with JudgeServer(answer=mmhal_answer) as server:
         args = ["eval", "mmhal", "--predictions", str(preds), "--out", str(out)]
-        assert main([*args, "--judge-url", server.base_url, "--judge-model", "fake"]) == 0
+        assert (
+            main([*args, "--judge-url", server.base_url, "--judge-model", "fake", "--scoring", "robust"]) == 0
+        )
         assert server.requests == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["metrics"] == m["metrics"] and again["judge"]["judge/cache_hits"] == 4.0
