@@ -183,3 +183,21 @@ def test_bad_template_row_names_file_and_row(tmp_path):
     judge = JudgeConfig(base_url="http://127.0.0.1:9", model="fake")
     with pytest.raises(DataError, match=r"t.json, row 1: missing key \(one of 'text', 'model_answer'\)"):
         bench.read_predictions(bad, EvalOptions(judge=judge))
+
+
+def test_judge_gets_room_for_explanation_and_rating(monkeypatch):
+    """prefopt's default 256-token judge budget is raised to 1024 (the official script sets no limit)."""
+    import prefopt.eval.mmhal as mmhal
+
+    seen = {}
+
+    def fake_ask(judge, prompts, ids, **kw):
+        seen["max_tokens"], seen["system"] = judge.max_tokens, kw.get("system")
+        return REPLIES, {}
+
+    monkeypatch.setattr(mmhal, "ask_judge", fake_ask)
+    bench = get_benchmark("mmhal")
+    opts = EvalOptions(rounds=5, judge=JudgeConfig(base_url="http://127.0.0.1:9", model="fake"))
+    m = bench.score(bench.read_predictions(TEMPLATE, opts), opts)
+    assert seen == {"max_tokens": 1024, "system": None}
+    assert m["metrics"]["score"]["value"] == pytest.approx(OFFICIAL_SCORE)
