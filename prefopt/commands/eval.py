@@ -5,8 +5,10 @@ Generate and score (greedy, batched, resumable: answered questions in OUT/predic
       --image-root coco/val2014 --out evals/symmpo/pope
 Score only:
   prefopt eval pope --predictions answers.jsonl --out evals/baseline/pope
+  prefopt eval amber --predictions answers.json --data query_all.json --annotations annotations.json --out D
 Judge-based benchmarks (mmhal, and hallusion when a judge is given) read the API key from the
-environment variable named by --judge-api-key-env.
+environment variable named by --judge-api-key-env.  --scoring official (default) applies the
+benchmark's own script's parsing and metrics; robust, prefopt's careful reading (docs/evaluation.md).
 
 Benchmarks: pope, chair, amber, mmhal, hallusion, mcq (MMStar/MMBench), refcoco.  Output:
 OUT/metrics.json (every metric with a bootstrap 95 % interval), OUT/predictions.jsonl, OUT/run_info.json.

@@ -9,8 +9,8 @@ Score only: ``--predictions`` in AMBER's layout (a JSON list of ``{"id", "respon
 own ``predictions.jsonl`` rows with ``text`` work too), ``--annotations annotations.json`` (or rows
 carrying ``truth``/``type``), optionally ``--data`` the query file answered (every answer id must
 be one of its questions).  Generative answers (ids whose annotation is an object list, 1..1004)
-are counted and not scored: AMBER's generative metrics need spaCy's ``en_core_web_lg`` vectors and
-NLTK's tagger data, which the package registry does not ship.  The scoring rules (``--scoring
+are counted and not scored: AMBER's generative metrics need spaCy's ``en_core_web_lg`` vectors,
+which the package registry does not ship.  The scoring rules (``--scoring
 official|robust``) are in :mod:`prefopt.eval.amber_scoring`.
 """
 
@@ -42,8 +42,8 @@ from prefopt.eval.pope import SHORT_ANSWER
 
 GENERATIVE = "generative"
 GENERATIVE_NOT_SCORED = (
-    "AMBER's generative metrics (CHAIR, Cover, Hal, Cog) need spaCy's en_core_web_lg word vectors and "
-    "NLTK's tagger/WordNet data, which are not on the package registry; prefopt does not score them"
+    "AMBER's generative metrics (CHAIR, Cover, Hal, Cog) need spaCy's en_core_web_lg word vectors, which are "
+    "not on the package registry (spaCy publishes its models on its own host); prefopt does not score them"
 )
 
 
