@@ -181,3 +181,11 @@ def test_rule_based_hand_computed(tmp_path):
     m = bench.score(bench.read_predictions(path, opts), opts)
     values = {k: round(v["value"], 4) for k, v in m["metrics"].items()}
     assert values == {"aAcc": 0.8, "qAcc": 0.6667, "fAcc": 0.5, "easy_aAcc": 1.0, "hard_aAcc": 0.5}
+
+
+def test_failed_judge_call_counts_wrong():
+    """A VS question without its figure: "unclear" is right there, but a failed call must not be."""
+    row = {"category": "VS", "subcategory": "chart", "set_id": "0", "figure_id": "0", "question_id": "0"}
+    row |= {"visual_input": "0", "gt_answer": "0"}
+    items, m = score_hallusion([row, row | {"question_id": "1"}], ["unclear", None], "official")
+    assert [it["correct"] for it in items] == [True, False] and m["n_judge_failed"] == 1

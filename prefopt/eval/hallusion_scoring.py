@@ -13,7 +13,9 @@ also 2 on a Visual Supplement question asked without its figure (``figure_id`` 0
 is right there); aAcc is per question, qAcc per question pair (same category, subcategory,
 set_id, question_id over all figures), fAcc per figure with the figure-less VS questions left out;
 easy/hard are qAcc over questions with ``visual_input`` != "2" / == "2"; the yes/no bias figures
-are those of ``yes_ratio_stats``.  A failed judge call (no reply) is read as unclear.
+are those of ``yes_ratio_stats``.  A failed judge call (no reply; the official script retries
+forever instead) counts as incorrect in both readings, so that it cannot turn into a right
+"unclear", and is counted in ``n_judge_failed``.
 """
 
 from __future__ import annotations
@@ -154,12 +156,13 @@ def score_hallusion(
     for row, reply in zip(rows, replies, strict=True):
         official, robust = verdict_official(reply), verdict_robust(reply)
         disagreements += official != robust
-        verdict = official if scoring == "official" else robust
+        verdict = INCORRECT if reply is None else official if scoring == "official" else robust
         items.append({**row, "verdict": verdict, "correct": is_correct(row, verdict)})
     metrics: dict[str, Any] = {
         "scoring": scoring,
         "n": len(items),
         "n_unparsed": sum(it["verdict"] == UNCLEAR for it in items),
+        "n_judge_failed": sum(reply is None for reply in replies),
         "parse_disagreements": disagreements,
         "overall": core_metrics(items),
         "by_category": {},
