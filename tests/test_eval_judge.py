@@ -19,9 +19,9 @@ REPLIES = {
 
 
 def mmhal_answer(messages):
-    """Reply chosen by the response under review (the word after 'Response to rate:')."""
+    """Reply chosen by the response under review (the word after the prompt's last section heading)."""
     text = messages[-1]["content"]
-    return REPLIES[re.search(r"Response to rate: (\w+)", text).group(1)]
+    return REPLIES[re.search(r"### LMM Response to Evaluate\n(\w+)", text).group(1)]
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def test_parse_rating(reply, rating):
 
 
 def test_mmhal_with_judge(tmp_path, monkeypatch):
-    """Ratings 6 (alpha), 2 (beta: the last 'Rating:' wins), 4 (gamma), unreadable (delta).
+    """Robust scoring (a 4-question file; official scoring needs the 96 in order).  Ratings 6 (alpha), 2 (beta: the last 'Rating:' wins), 4 (gamma), unreadable (delta).
 
     score = (6 + 2 + 4) / 3 = 4.0; hallucination_rate = ratings < 3 -> 1/3 = .3333; n_unrated 1.
     attribute (alpha, beta): score 4.0, rate .5; counting (gamma, delta): score 4.0, rate 0.
@@ -72,6 +72,8 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
                 "fake",
                 "--judge-api-key-env",
                 "FAKE_JUDGE_KEY",
+                "--scoring",
+                "robust",
             ]
         )
     assert code == 0
@@ -90,7 +92,9 @@ def test_mmhal_with_judge(tmp_path, monkeypatch):
     # scoring again reuses the verdicts cached under OUT/judge_cache: no new judge calls
     with JudgeServer(answer=mmhal_answer) as server:
         args = ["eval", "mmhal", "--predictions", str(preds), "--out", str(out)]
-        assert main([*args, "--judge-url", server.base_url, "--judge-model", "fake"]) == 0
+        assert (
+            main([*args, "--judge-url", server.base_url, "--judge-model", "fake", "--scoring", "robust"]) == 0
+        )
         assert server.requests == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["metrics"] == m["metrics"] and again["judge"]["judge/cache_hits"] == 4.0
@@ -103,43 +107,3 @@ def test_mmhal_without_judge_is_a_clear_error(tmp_path, capsys):
     preds.write_text(json.dumps({"question": "q", "gt_answer": "g", "text": "a"}) + "\n")
     assert main(["eval", "mmhal", "--predictions", str(preds), "--out", str(tmp_path / "o")]) == 2
     assert "needs an LLM judge" in capsys.readouterr().err
-
-
-def test_hallusion_with_judge(tmp_path):
-    """The fake judge calls an answer correct when it says 'right': 3 of 4 answers -> aAcc .75.
-
-    One set, figures 0 and 1, questions 0 and 1; the wrong answer is (figure 1, question 0):
-    qAcc: q0 fails, q1 holds -> .5; fAcc: f0 holds, f1 fails -> .5.
-    """
-    from prefopt.eval.common import EvalOptions
-    from prefopt.eval.runner import get_benchmark
-    from prefopt.rewards.judge import JudgeConfig
-
-    def answer(messages):
-        return "Correct" if "right" in messages[-1]["content"].split("Answer to check:")[1] else "Incorrect."
-
-    rows = [
-        {
-            "category": "VD",
-            "subcategory": "s",
-            "set_id": 0,
-            "figure_id": f,
-            "question_id": q,
-            "question": "?",
-            "gt_answer": "1",
-            "text": "wrong" if (f, q) == (1, 0) else "right",
-        }
-        for f in (0, 1)
-        for q in (0, 1)
-    ]
-    bench = get_benchmark("hallusion")
-    with JudgeServer(answer=answer) as server:
-        opts = EvalOptions(
-            rounds=20, judge=JudgeConfig(base_url=server.base_url, model="fake", api_key_env="FAKE_JUDGE_KEY")
-        )
-        parsed = [bench.parse_prediction(r, "h.jsonl", i + 1, opts) for i, r in enumerate(rows)]
-        m = bench.score(parsed, opts, tmp_path)
-    assert {k: v["value"] for k, v in m["metrics"].items()} == {"aAcc": 0.75, "qAcc": 0.5, "fAcc": 0.5}
-    assert m["correctness"] == "judge"
-    # three of the four prompts are identical: asked once, then answered from the run's judge cache
-    assert m["judge"]["judge/calls"] + m["judge"]["judge/cache_hits"] == 4.0

@@ -127,43 +127,6 @@ def test_malformed_lines_are_reported_by_line(tmp_path, capsys):
     assert "row 3" in capsys.readouterr().err
 
 
-def test_amber_no_is_positive(tmp_path):
-    """Positive class "no". Rows: (No, no) TP, (Yes, no) FN, (No, yes) FP, (Yes, yes) TN, (not, no) TP.
-
-    TP=2 FN=1 FP=1 TN=1: accuracy 3/5 = .6; precision 2/3; recall 2/3; F1 2/3.
-    Per type: existence = rows 1-3 -> TP, FN, FP: acc 1/3, P 1/2, R 1/2, F1 1/2.
-    The annotations file's generative entry (truth is a list) is skipped.
-    """
-    ann = tmp_path / "annotations.json"
-    truth = ["no", "no", "yes", "yes", "no"]
-    types = ["discriminative-existence"] * 3 + ["discriminative-relation"] * 2
-    ann.write_text(
-        json.dumps(
-            [{"id": 9, "type": "generative", "truth": ["dog"]}]
-            + [{"id": i + 1, "type": t, "truth": v} for i, (t, v) in enumerate(zip(types, truth))]
-        )
-    )
-    answers = ["No, there is no tree.", "Yes", "No", "Yes, it is.", "There is not."]
-    preds = write_jsonl(
-        tmp_path / "amber.jsonl", [{"id": i + 1, "response": a} for i, a in enumerate(answers)]
-    )
-    opts = EvalOptions(rounds=20, annotations=str(ann))
-    m = score("amber", preds, opts)
-    assert values(m["metrics"]) == {"accuracy": 0.6, "precision": 0.6667, "recall": 0.6667, "f1": 0.6667}
-    assert values(m["categories"]["discriminative-existence"]) == {
-        "accuracy": 0.3333,
-        "precision": 0.5,
-        "recall": 0.5,
-        "f1": 0.5,
-    }
-    queries = tmp_path / "query.json"
-    queries.write_text(
-        json.dumps([{"id": i, "image": f"AMBER_{i}.jpg", "query": "Is there a dog?"} for i in (1, 2, 9)])
-    )
-    items = get_benchmark("amber").load_items(queries, opts)
-    assert [it.id for it in items] == ["1", "2"] and items[0].meta["truth"] == "no"
-
-
 def test_mcq_letters_and_accuracy(tmp_path):
     """Predictions B (from "B"), C (from "(C) dog"), D (from "The answer is D."), B (the text "dog" equals
     option B), None ("I do not know") against answers B, C, A, B, A: 3 correct of 5 -> accuracy .6.
@@ -228,40 +191,6 @@ def test_refcoco_acc_at_half(tmp_path):
     assert values(m["metrics"]) == {"acc_iou50": 1.0, "mean_iou": 1.0}
     with pytest.raises(DataError, match="row 1: 'bbox' must be a list of 4 numbers"):
         score("refcoco", write_jsonl(tmp_path / "bad.jsonl", [{"text": "[1,2,3,4]", "bbox": [1, 2]}]))
-
-
-def test_hallusion_rule_based(tmp_path):
-    """Set (VD, illusion, 0): f0q0 gt yes "Yes" ok; f0q1 gt no "No" ok; f1q0 gt no "Yes" wrong; f1q1 gt yes ok.
-    Set (VS, chart, 1): f0q0 gt yes "Yes" ok.
-
-    aAcc 4/5 = .8.  qAcc: (VD,0,q0) has a wrong answer, (VD,0,q1) and (VS,1,q0) are right -> 2/3.
-    fAcc: (VD,0,f0) right, (VD,0,f1) wrong, (VS,1,f0) right -> 2/3.
-    """
-
-    def row(cat, sub, s, f, q, gt, text):
-        return {
-            "category": cat,
-            "subcategory": sub,
-            "set_id": s,
-            "figure_id": f,
-            "question_id": q,
-            "question": "Is it so?",
-            "gt_answer": gt,
-            "filename": None,
-            "text": text,
-        }
-
-    rows = [
-        row("VD", "illusion", 0, 0, 0, "1", "Yes"),
-        row("VD", "illusion", 0, 0, 1, "0", "No"),
-        row("VD", "illusion", 0, 1, 0, "0", "Yes"),
-        row("VD", "illusion", 0, 1, 1, "1", "Yes"),
-        row("VS", "chart", 1, 0, 0, "1", "Yes"),
-    ]
-    m = score("hallusion", write_jsonl(tmp_path / "h.jsonl", rows))
-    assert values(m["metrics"]) == {"aAcc": 0.8, "qAcc": 0.6667, "fAcc": 0.6667}
-    assert values(m["categories"]["VS"]) == {"aAcc": 1.0, "qAcc": 1.0, "fAcc": 1.0}
-    assert m["correctness"] == "yes/no rule"
 
 
 def test_record_layouts_are_read_from_content(tmp_path):

@@ -40,7 +40,7 @@ def _mmhal_rows(path: Path) -> Path:
 def _judge_answer(messages):
     """The GRPO caption judge and the MMHal rater behind one server."""
     text = json.dumps(messages)
-    return mmhal_answer(messages) if "Response to rate:" in text else judge_knows(messages)
+    return mmhal_answer(messages) if "LMM Response to Evaluate" in text else judge_knows(messages)
 
 
 def _files_holding(root: Path, needles: list[bytes]) -> list[str]:
@@ -103,6 +103,8 @@ def test_key_appears_in_no_file_log_or_output(
             "fake",
             "--judge-api-key-env",
             KEY_ENV,
+            "--scoring",
+            "robust",
         ]
         assert main(evaluation) == 0
         headers = list(server.seen_headers)

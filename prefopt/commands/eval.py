@@ -7,10 +7,11 @@ Score only (prefopt's own predictions.jsonl, or official answer files joined wit
   prefopt eval pope --predictions answers.jsonl --out evals/baseline/pope
   prefopt eval pope --predictions ANSWERS.jsonl --data coco_pope_random.json --out DIR
   prefopt eval chair --predictions CAPS.jsonl --annotations ANN_DIR --out DIR
+  prefopt eval amber --predictions answers.json --data query_all.json --annotations annotations.json --out D
 --scoring official (default) reads answers exactly as each benchmark's official script does, quirks
-included; --scoring robust is prefopt's careful reading.  metrics.json records the scoring, how many
-answers the two readings classify differently (parse_disagreements) and how many the chosen one cannot
-parse (n_unparsed, also printed as a warning).
+included; --scoring robust is prefopt's careful reading (docs/evaluation.md).  metrics.json records the
+scoring, how many answers the two readings classify differently (parse_disagreements) and how many the
+chosen one cannot parse (n_unparsed, also printed as a warning).
 Judge-based benchmarks (mmhal, and hallusion when a judge is given) read the API key from the
 environment variable named by --judge-api-key-env.
 

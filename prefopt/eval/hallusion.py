@@ -1,28 +1,28 @@
 """HallusionBench (Guan et al., 2024): yes/no questions over figure sets, some edited to contradict
 common knowledge, some asked without the figure.
 
-Data: the released json list (``category, subcategory, set_id, figure_id, question_id, question,
-gt_answer`` ("1" yes / "0" no), ``gt_answer_details``, ``filename`` (null when ``visual_input`` is
-"0": the question is asked without an image)).  Scoring input: the same records with the model's
-answer in ``text`` (or ``model_prediction``).
+Data: the released ``HallusionBench.json`` (``category, subcategory, visual_input, set_id,
+figure_id, question_id, question, gt_answer`` ("1" yes / "0" no), ``gt_answer_details``,
+``filename`` (null when ``visual_input`` is "0": the question is asked without an image)).
+Score only: ``--predictions`` = those rows with the model's answer in ``model_prediction`` (or
+``text``), as the official ``HallusionBench_result.json``.
 
-Correctness: with a judge (``--judge-url``) the LLM says whether the answer agrees with the ground
-truth, as the paper does; without one the answer is read with POPE's yes/no rule and compared with
-``gt_answer``.  Metrics:
-- aAcc: share of correct answers;
-- qAcc: share of questions (category, subcategory, set_id, question_id) answered correctly for every
-  figure of the set;
-- fAcc: share of figures (category, subcategory, set_id, figure_id) whose questions are all correct.
-Bootstrap resamples whole figure sets so both groupings stay intact.
+Correctness comes from an LLM judge (``--judge-url``) asked with the official prompt; its reply is
+read by ``--scoring official`` (substring rule) or ``robust`` (first verdict word), see
+:mod:`prefopt.eval.hallusion_scoring`, which also defines aAcc, qAcc, fAcc, the easy/hard split,
+the per-figure consistency figures and the yes/no bias.  Without a judge only ``--scoring robust``
+works: the answer is read with POPE's yes/no rule and compared with ``gt_answer``.  The official
+LH/VI/Mixed failure analysis (which needs a second, "same answer?" judge call per question) is not
+computed.  Bootstrap resamples whole figure sets so both groupings stay intact.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from prefopt.eval.bootstrap import DRAW_KEY, bootstrap, by_category, safe_div
+from prefopt.errors import PrefoptError
+from prefopt.eval.bootstrap import bootstrap, by_category
 from prefopt.eval.common import (
     Benchmark,
     EvalItem,
@@ -33,41 +33,22 @@ from prefopt.eval.common import (
     read_records,
     says_no,
 )
+from prefopt.eval.hallusion_scoring import (
+    CORRECT,
+    core_metrics,
+    judge_prompt,
+    score_hallusion,
+    verdict_robust,
+)
 from prefopt.eval.judging import ask_judge
 from prefopt.eval.pope import SHORT_ANSWER
 
-SYSTEM = "You check whether an answer to a yes/no question agrees with the ground truth."
-TEMPLATE = """Question: {question}
-Ground truth: {gt} ({details})
-Answer to check: {answer}
-
-Does the answer agree with the ground truth? Reply with one word: correct, incorrect, or uncertain."""
-
-
-def judged_correct(reply: str | None) -> bool:
-    """True when the judge's reply says ``correct`` (and not ``incorrect``)."""
-    words = re.findall(r"[a-z]+", (reply or "").lower())
-    return "correct" in words and "incorrect" not in words
-
-
-def _group(row: dict[str, Any], *keys: str) -> tuple:
-    return (row.get(DRAW_KEY), *(row[k] for k in keys))
+GROUP_KEYS = ("category", "subcategory", "set_id", "figure_id", "question_id")
 
 
 def hallusion_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """aAcc, qAcc and fAcc of rows holding ``correct`` and their set/figure/question keys."""
-    questions: dict[tuple, bool] = {}
-    figures: dict[tuple, bool] = {}
-    for r in rows:
-        q = _group(r, "category", "subcategory", "set_id", "question_id")
-        f = _group(r, "category", "subcategory", "set_id", "figure_id")
-        questions[q] = questions.get(q, True) and r["correct"]
-        figures[f] = figures.get(f, True) and r["correct"]
-    return {
-        "aAcc": safe_div(sum(r["correct"] for r in rows), len(rows)),
-        "qAcc": safe_div(sum(questions.values()), len(questions)),
-        "fAcc": safe_div(sum(figures.values()), len(figures)),
-    }
+    """aAcc, qAcc, fAcc and the easy/hard split of rows holding ``correct`` (see hallusion_scoring)."""
+    return core_metrics(rows)
 
 
 class HallusionBench(Benchmark):
@@ -83,55 +64,64 @@ class HallusionBench(Benchmark):
             meta = self._keys(row, path, line)
             meta["filename"] = row.get("filename")
             images = [row["filename"]] if row.get("filename") else []
-            rid = "_".join(
-                str(meta[k]) for k in ("category", "subcategory", "set_id", "figure_id", "question_id")
-            )
+            rid = "_".join(str(meta[k]) for k in GROUP_KEYS)
             items.append(EvalItem(rid, f"{meta['question']}\n{SHORT_ANSWER}", images, meta))
         return items
 
     def _keys(self, row: dict[str, Any], path: str | Path, line: int) -> dict[str, Any]:
-        keys = {
-            k: str(first(row, (k,), path, line))
-            for k in ("category", "subcategory", "set_id", "figure_id", "question_id", "question")
-        }
-        keys["gt_answer"] = normalize_yes_no(first(row, ("gt_answer",), path, line), path, line)
+        keys = {k: str(first(row, (k,), path, line)) for k in (*GROUP_KEYS, "question")}
+        gt = normalize_yes_no(first(row, ("gt_answer",), path, line), path, line)
+        keys["gt_answer"] = "1" if gt == "yes" else "0"
         keys["gt_answer_details"] = str(row.get("gt_answer_details") or "")
+        # older exports lack visual_input: a question with a figure file is taken as an original figure
+        keys["visual_input"] = str(row.get("visual_input", "1" if row.get("filename") else "0"))
         return keys
 
     def parse_prediction(self, row: dict[str, Any], path: str | Path, line: int, opts: EvalOptions) -> dict:
         """A record with the grouping keys, ground truth and the model's answer."""
         parsed = self._keys(row, path, line)
-        parsed["answer"] = str(first(row, ("text", "model_prediction"), path, line))
-        parsed["id"] = item_id(row, line, ("id",))
+        parsed["answer"] = str(first(row, ("model_prediction", "text"), path, line))
+        parsed["id"] = item_id(row, line, ("id",)) if "id" in row else "_".join(parsed[k] for k in GROUP_KEYS)
         return parsed
 
-    def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
-        """Mark each answer correct (judge or yes/no rule), then aAcc/qAcc/fAcc with intervals."""
-        result: dict[str, Any] = {"benchmark": self.name, "n": len(rows)}
+    def _replies(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None) -> tuple:
+        scoring = getattr(opts, "scoring", None) or "official"
         if opts.judge is not None:
-            prompts = [
-                TEMPLATE.format(
-                    question=r["question"],
-                    gt=r["gt_answer"],
-                    details=r["gt_answer_details"],
-                    answer=r["answer"],
-                )
-                for r in rows
-            ]
-            replies, result["judge"] = ask_judge(
-                opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM, out_dir=out_dir
+            prompts = [judge_prompt(r["question"], r["gt_answer_details"], r["answer"]) for r in rows]
+            replies, stats = ask_judge(opts.judge, prompts, [r["id"] for r in rows], out_dir=out_dir)
+            return replies, stats, "judge"
+        if scoring == "official":
+            raise PrefoptError(
+                "official HallusionBench scoring needs an LLM judge: give --judge-url and --judge-model "
+                "(or --scoring robust to compare yes/no readings with gt_answer)"
             )
-            for row, reply in zip(rows, replies, strict=True):
-                row["correct"] = judged_correct(reply)
-        else:
-            for row in rows:
-                row["correct"] = ("no" if says_no(row["answer"]) else "yes") == row["gt_answer"]
+        # no judge: a stand-in verdict from the yes/no reading, so the same metric code applies
+        replies = [
+            "correct" if ("0" if says_no(r["answer"]) else "1") == r["gt_answer"] else "incorrect"
+            for r in rows
+        ]
+        return replies, None, "yes/no rule"
+
+    def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
+        """Judge (or read) each answer, then aAcc/qAcc/fAcc and the official breakdowns with intervals."""
+        scoring = getattr(opts, "scoring", None) or "official"
+        replies, stats, how = self._replies(rows, opts, out_dir)
+        items, summary = score_hallusion(rows, replies, scoring)
         kw = {
             "rounds": opts.rounds,
             "seed": opts.seed,
             "group": lambda r: (r["category"], r["subcategory"], r["set_id"]),
         }
-        result["correctness"] = "judge" if opts.judge is not None else "yes/no rule"
-        result["metrics"] = bootstrap(rows, hallusion_metrics, **kw)
-        result["categories"] = by_category(rows, hallusion_metrics, **kw)
+        result: dict[str, Any] = {"benchmark": self.name, **summary, "correctness": how}
+        if how != "judge":
+            result["parse_disagreements"] = 0  # no judge reply was read
+        result["metrics"] = bootstrap(items, core_metrics, **kw)
+        result["categories"] = by_category(items, core_metrics, **kw)
+        if stats is not None:
+            result["judge"] = stats
         return result
+
+
+def judged_correct(reply: str | None) -> bool:
+    """True when the judge's reply reads as ``correct`` (prefopt's robust reading)."""
+    return verdict_robust(reply) == CORRECT

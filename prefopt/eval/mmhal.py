@@ -1,71 +1,50 @@
 """MMHal-Bench (Sun et al., 2023): an LLM judge rates each answer 0-6 against the image contents
 and the standard answer.
 
-Data: MMHal's json list (``question_type, question_topic, image_id, image_src, image_content,
-question, gt_answer``; ``model_answer`` in the released file is ignored when generating).  The image
+Data: MMHal's 96-record ``response_template.json`` (``question_type, question_topic, image_id,
+image_src, image_content, question, gt_answer, model_answer``), in its official order.  The image
 is ``image`` when present, else the file name of ``image_src`` (looked up under ``--image-root``).
-Scoring input: the same records with the model's answer in ``text`` (or ``model_answer``).
+Score only: ``--predictions`` = that template with the model's answers in ``model_answer`` (or
+prefopt's ``predictions.jsonl`` with ``text``).
 
 The judge is any OpenAI-compatible chat endpoint (``--judge-url``, ``--judge-model``, key from the
-environment variable ``--judge-api-key-env``).  The rating is the last ``Rating: N`` (N in 0..6) of
-its reply, or a reply that is just a digit; unreadable or failed replies are counted in
-``n_unrated`` and left out of the means.  score = mean rating; hallucination_rate = share of ratings
-< 3.  Per ``question_type`` as categories.
+environment variable ``--judge-api-key-env``), asked with the official prompt (in-context examples
+and all) as a single user message.  Its reply is read by ``--scoring official`` (exactly one
+distinct ``rating: N``, else 0, counted; per-type scores by position, so the 96 questions must be
+in the official order -- checked before any judge call) or ``robust`` (last ``Rating: N``,
+unreadable replies left out); see :mod:`prefopt.eval.mmhal_scoring`.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from prefopt.eval.bootstrap import bootstrap, by_category, safe_div
+from prefopt.errors import DataError, PrefoptError
+from prefopt.eval.bootstrap import bootstrap, by_category
 from prefopt.eval.common import Benchmark, EvalItem, EvalOptions, first, item_id, read_records
 from prefopt.eval.judging import ask_judge
+from prefopt.eval.mmhal_scoring import (
+    check_official_order,
+    judge_prompt,
+    rating_metrics,
+    rating_robust,
+    score_mmhal,
+)
 
-SYSTEM = "You are a careful grader of answers about images. You cannot see the image; trust the facts given."
-TEMPLATE = """Rate how well a response answers a question about an image, focusing on hallucination
-(claims about the image that the facts below do not support).
-
-Image contents: {contents}
-Question: {question}
-Standard human answer: {gt}
-Response to rate: {answer}
-
-Scale:
-6 - informative and analytical, no hallucination
-5 - informative, no hallucination
-4 - somewhat informative, no hallucination
-3 - not informative, no hallucination
-2 - informative but with hallucination
-1 - somewhat informative, with hallucination
-0 - not informative, with hallucination
-
-Explain briefly, then end with a line "Rating: N" where N is 0-6."""
+# the official script sets no token limit; an explanation plus the rating needs more than prefopt's default
+JUDGE_MAX_TOKENS = 1024
 
 
 def parse_rating(reply: str | None) -> int | None:
-    """The judge's rating 0-6: the last ``Rating: N``, or a reply that is a single digit; else None."""
-    if not reply:
-        return None
-    found = re.findall(r"rating\s*[:=]?\s*\**\s*([0-6])\b", reply, flags=re.I)
-    if found:
-        return int(found[-1])
-    bare = reply.strip().strip(".*")
-    return int(bare) if bare in {str(i) for i in range(7)} else None
+    """The judge's rating 0-6 under prefopt's robust reading (see :func:`rating_robust`)."""
+    return rating_robust(reply)
 
 
 def mmhal_metrics(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean rating and share of ratings below 3, over rows that have a rating."""
-    rated = [r["rating"] for r in rows if r["rating"] is not None]
-    return {
-        "score": safe_div(sum(rated), len(rated)),
-        "hallucination_rate": safe_div(sum(x < 3 for x in rated), len(rated)),
-    }
-
-
-def _contents(value: Any) -> str:
-    return ", ".join(map(str, value)) if isinstance(value, list) else str(value or "")
+    """Mean score and share of scores below 3, over rows that have a score."""
+    return rating_metrics(rows)
 
 
 class MMHal(Benchmark):
@@ -98,29 +77,33 @@ class MMHal(Benchmark):
             "question": str(first(row, ("question",), path, line)),
             "gt_answer": str(first(row, ("gt_answer",), path, line)),
             "answer": answer,
-            "image_content": _contents(row.get("image_content")),
+            "image_content": row.get("image_content") or [],
             "category": row.get("question_type"),
         }
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:
-        """Judge every answer, then the mean rating and hallucination rate with intervals."""
-        prompts = [
-            TEMPLATE.format(
-                contents=r["image_content"], question=r["question"], gt=r["gt_answer"], answer=r["answer"]
-            )
-            for r in rows
-        ]
-        replies, stats = ask_judge(
-            opts.judge, prompts, [r["id"] for r in rows], system=SYSTEM, out_dir=out_dir
-        )
-        for row, reply in zip(rows, replies, strict=True):
-            row["rating"] = parse_rating(reply)
+        """Judge every answer, then the mean score and hallucination rate (overall, per type) with intervals."""
+        scoring = getattr(opts, "scoring", None) or "official"
+        if opts.judge is None:
+            raise PrefoptError("this benchmark needs an LLM judge: give --judge-url and --judge-model")
+        if scoring == "official":
+            try:  # before any judge call: a misordered file would waste them all
+                check_official_order([r.get("category") for r in rows])
+            except ValueError as err:
+                raise DataError(str(err)) from None
+        prompts = [judge_prompt(r["image_content"], r["question"], r["gt_answer"], r["answer"]) for r in rows]
+        judge = opts.judge
+        if judge.max_tokens < JUDGE_MAX_TOKENS:
+            judge = dataclasses.replace(judge, max_tokens=JUDGE_MAX_TOKENS)
+        replies, stats = ask_judge(judge, prompts, [r["id"] for r in rows], out_dir=out_dir)
+        typed = [{**r, "question_type": r.get("category")} for r in rows]
+        items, summary = score_mmhal(typed, replies, scoring)
         kw = {"rounds": opts.rounds, "seed": opts.seed}
         return {
             "benchmark": self.name,
-            "n": len(rows),
-            "n_unrated": sum(r["rating"] is None for r in rows),
-            "metrics": bootstrap(rows, mmhal_metrics, **kw),
-            "categories": by_category(rows, mmhal_metrics, **kw),
+            **summary,
+            "n_unrated": summary["n_unparsed"],
+            "metrics": bootstrap(items, rating_metrics, **kw),
+            "categories": by_category(items, rating_metrics, **kw),
             "judge": stats,
         }
