@@ -95,7 +95,6 @@ def _collapse(text: str, token: str) -> str:
     return re.sub(f"(?:{re.escape(token)})+", token, text)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp_path, scripted_rounds):
     trainer = grounded_trainer(tiny_model_dirs[family], family, tmp_path)
     trainer.model.train()

@@ -59,7 +59,6 @@ def scripted_policy(monkeypatch):
     monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripted_policy):
     from prefopt.models.adapter import load_adapter
     from prefopt.testing.judge_server import JudgeServer

@@ -13,6 +13,7 @@ from prefopt.data.schema import assistant_message, user_message
 from prefopt.errors import ModelError
 from prefopt.models.adapter import load_adapter
 from prefopt.models.loading import IGNORE_INDEX, assistant_mask, quantization_config
+from prefopt.models.tiny import TINY_FAMILIES as FAMILIES
 
 
 def _image(w, h, colour=(10, 120, 200)):
@@ -24,7 +25,7 @@ def adapters(tiny_model_dirs):
     return {family: load_adapter(str(path)) for family, path in tiny_model_dirs.items()}
 
 
-@pytest.fixture(params=["llava", "qwen2_5_vl"])
+@pytest.fixture(params=FAMILIES)
 def adapter(request, adapters):
     return adapters[request.param]
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from prefopt.data.schema import user_message
+from prefopt.models.tiny import TINY_FAMILIES as FAMILIES
 from prefopt.reverse.resample import (
     ResampleConfig,
     resample_no_cache,
@@ -64,7 +65,7 @@ class PhraseScript:
         return self._only(scores, [self.eos_id])
 
 
-@pytest.fixture(scope="module", params=["llava", "qwen2_5_vl"])
+@pytest.fixture(scope="module", params=FAMILIES)
 def tagged(request, tiny_model_dirs):
     """A tiny adapter with the REVERSE tokens added (in memory), its tag ids and a few one-token words."""
     from prefopt.models.adapter import load_adapter

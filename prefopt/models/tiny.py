@@ -307,7 +307,7 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0, **overrides: int
     import torch
 
     if family not in _BUILDERS:
-        raise ModelError(f"no tiny builder for model family '{family}'; choose one of {list(TINY_FAMILIES)}")
+        raise ModelError(f"unknown model family '{family}' for a tiny model; choose one of {list(TINY_FAMILIES)}")
     unknown = sorted(set(overrides) - set(DEFAULTS))
     if unknown:
         raise ModelError(f"unknown tiny-model size override(s) {unknown}; known: {sorted(DEFAULTS)}")
