@@ -70,6 +70,8 @@ class VLMAdapter:
     modality_map_key: ClassVar[str | None] = None
     #: What the template puts between the assistant header and the reply, inside the generated part.
     reply_prefix: ClassVar[str] = ""
+    #: How the family's released checkpoints write boxes: "abs" (input pixels), "unit" ([0, 1]) or "thousand".
+    box_scale: ClassVar[str] = "abs"
 
     def __init__(self, model: Any, processor: Any, name_or_path: str | None = None):
         self.model = model

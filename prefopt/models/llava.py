@@ -57,6 +57,8 @@ class LlavaAdapter(VLMAdapter):
     projector_modules: ClassVar[tuple[str, ...]] = tuple(PROJECTOR_PREFIXES)
     #: Vicuna's template writes ``ASSISTANT:`` and the reply starts with a space the model generates.
     reply_prefix: ClassVar[str] = " "
+    #: LLaVA-1.5 was trained on boxes relative to the image side.
+    box_scale: ClassVar[str] = "unit"
 
     @property
     def image_token_ids(self) -> list[int]:

@@ -6,7 +6,7 @@ What differs from Qwen2.5-VL, and only that, is stated here:
 - a video is one ``<|video_pad|>`` that the processor expands into per-frame blocks
   ``<t seconds><|vision_start|><|video_pad|>…<|vision_end|>`` (timestamps are text), so the template writes
   no ``<|vision_start|>`` around it; there is no ``second_per_grid_ts``;
-- 16-px patches (merged 2x2);
+- 16-px patches (merged 2x2); boxes on a relative 0-1000 grid;
 - its video processor re-samples frames at 2 fps by default, assuming 24 fps input when it has no metadata;
   prefopt hands it frames it already sampled, so re-sampling is turned off on the loaded processor (every
   caller, TRL's included, then sees the same frames). Timestamps then assume 24 fps;
@@ -62,6 +62,8 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     vision_tower_modules: ClassVar[tuple[str, ...]] = tuple(VISION_PREFIXES)
     projector_modules: ClassVar[tuple[str, ...]] = tuple(PROJECTOR_PREFIXES)
     video_keys: ClassVar[tuple[str, ...]] = ("pixel_values_videos", "video_grid_thw")
+    #: Qwen3-VL writes boxes on a 0-1000 grid relative to the image (Qwen2.5-VL wrote input pixels).
+    box_scale: ClassVar[str] = "thousand"
 
     def configure(self, **options: Any) -> None:
         """Qwen2.5-VL's options; frames reach the processor already sampled, so it keeps them all."""

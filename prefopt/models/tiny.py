@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import ModelError
-from prefopt.models.registry import families
+from prefopt.models.registry import adapter_class, families
 
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
 
@@ -97,18 +97,16 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def _qwen_tokenizer(sizes: dict[str, int]) -> tuple[Any, dict[str, int]]:
+def _qwen_tokenizer(cls: Any, sizes: dict[str, int]) -> tuple[Any, dict[str, int]]:
     """The Qwen-style tokenizer (shared by both Qwen families) and its special-token ids."""
-    from prefopt.models.qwen2_5_vl import QWEN_SPECIAL_TOKENS
-
-    tok = train_tokenizer(QWEN_SPECIAL_TOKENS, sizes["vocab_size"])
+    tok = train_tokenizer(cls.special_tokens, sizes["vocab_size"])
     tokenizer = _fast_tokenizer(
         tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
+        additional_special_tokens=list(cls.special_tokens[1:]),
     )
-    return tokenizer, {t: tok.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
+    return tokenizer, {t: tok.token_to_id(t) for t in cls.special_tokens}
 
 
 def _qwen_ids(ids: dict[str, int]) -> dict[str, int]:
@@ -120,13 +118,11 @@ def _qwen_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
-def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
+def _build_qwen(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from prefopt.models.qwen2_5_vl import QWEN_CHAT_TEMPLATE
-
-    tokenizer, ids = _qwen_tokenizer(sizes)
+    tokenizer, ids = _qwen_tokenizer(cls, sizes)
     head_dim = sizes["hidden_size"] // sizes["num_attention_heads"]
     text = _text_kwargs(sizes, _padded(len(tokenizer), 128))  # spare rows, as in the real checkpoints
     text.update(
@@ -164,7 +160,7 @@ def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
             size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, cap_pixels_per_frame=True
         ),
         tokenizer=tokenizer,
-        chat_template=QWEN_CHAT_TEMPLATE,
+        chat_template=cls.chat_template,
     )
     return model, processor
 
@@ -179,14 +175,12 @@ def _interleaved_mrope_section(head_dim: int) -> list[int]:
     return [half - 2 * spatial, spatial, spatial]
 
 
-def _build_qwen3(sizes: dict[str, int]) -> tuple[Any, Any]:
+def _build_qwen3(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    from prefopt.models.qwen3_vl import QWEN3_CHAT_TEMPLATE
-
-    tokenizer, ids = _qwen_tokenizer(sizes)
+    tokenizer, ids = _qwen_tokenizer(cls, sizes)
     head_dim = sizes["hidden_size"] // sizes["num_attention_heads"]
     text = _text_kwargs(sizes, _padded(len(tokenizer), 128))
     text.update(
@@ -233,19 +227,19 @@ def _build_qwen3(sizes: dict[str, int]) -> tuple[Any, Any]:
             do_sample_frames=False,  # prefopt samples frames itself
         ),
         tokenizer=tokenizer,
-        chat_template=QWEN3_CHAT_TEMPLATE,
+        chat_template=cls.chat_template,
     )
     return model, processor
 
 
-def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
+def _build_llava(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from prefopt.models.llava import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIAL_TOKENS
+    special = cls.special_tokens
 
     if sizes["image_size"] % 14:
         raise ModelError(f"image_size must be a multiple of the patch size 14, got {sizes['image_size']}")
-    tok = train_tokenizer(LLAVA_SPECIAL_TOKENS, sizes["vocab_size"])
+    tok = train_tokenizer(special, sizes["vocab_size"])
     tokenizer = _fast_tokenizer(
         tok,
         unk_token="<unk>",
@@ -254,7 +248,7 @@ def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
         pad_token="<pad>",
         additional_special_tokens=["<image>"],
     )
-    ids = {t: tok.token_to_id(t) for t in LLAVA_SPECIAL_TOKENS}
+    ids = {t: tok.token_to_id(t) for t in special}
     text = _text_kwargs(sizes, _padded(len(tokenizer)))
     text.update(
         model_type="llama", bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]
@@ -290,7 +284,7 @@ def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
         patch_size=14,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE,
+        chat_template=cls.chat_template,
     )
     return model, processor
 
@@ -326,7 +320,7 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0, **overrides: int
     out = Path(out_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _BUILDERS[family](sizes)
+        model, processor = _BUILDERS[family](adapter_class(family), sizes)
     model.eval()
     _set_generation_config(model, processor.tokenizer)
     out.mkdir(parents=True, exist_ok=True)
