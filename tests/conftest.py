@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny random-init checkpoints of both families, built once per test session."""
+"""Shared fixtures: tiny random-init checkpoints of every registered family, built once per test session.
+
+The families come from the model registry (:data:`FAMILIES`); a test that takes a ``family`` argument and does
+not parametrise it itself runs once per family (``pytest_generate_tests``), so a new family joins the suite
+without test edits. Run one family with ``-k qwen3_vl``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
-FAMILIES = ("llava", "qwen2_5_vl")
+from prefopt.models.tiny import TINY_FAMILIES  # noqa: E402  (after the offline switches above)
+
+#: Every registered family with a tiny builder, in registry order.
+FAMILIES: tuple[str, ...] = TINY_FAMILIES
+
+
+def pytest_generate_tests(metafunc):
+    """Run tests that take ``family`` once per registered family unless they parametrise it themselves."""
+    if "family" in metafunc.fixturenames and not any(
+        "family" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")
+    ):
+        metafunc.parametrize("family", FAMILIES)
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +50,14 @@ def tiny_llava_dir(tiny_model_dirs):
     return tiny_model_dirs["llava"]
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tiny_model_dirs):
+    return tiny_model_dirs["qwen3_vl"]
+
+
 @pytest.fixture(params=FAMILIES)
 def tiny_dir(request, tiny_model_dirs):
-    """Parametrised over both families."""
+    """Parametrised over every registered family."""
     return tiny_model_dirs[request.param]
 
 

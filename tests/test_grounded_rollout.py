@@ -16,6 +16,7 @@ from prefopt.cli import main
 from prefopt.grpo import grounded
 from prefopt.grpo.grounded_rollout import GroundedRollout, image_token_id, inner_processor
 from prefopt.grpo.trainer import GroundedGRPOTrainer
+from prefopt.models.registry import adapter_for_model
 from prefopt.rewards.grounding import giou_score
 
 BOX_A = "<think>the shape</think><box>[8,8,40,40]</box>"
@@ -35,7 +36,7 @@ def script(row: int, round_index: int, lead: str = "") -> str:
 
 
 def lead_of(model) -> str:
-    return " " if model.config.model_type == "llava" else ""
+    return adapter_for_model(model).reply_prefix
 
 
 @pytest.fixture
@@ -95,7 +96,6 @@ def _collapse(text: str, token: str) -> str:
     return re.sub(f"(?:{re.escape(token)})+", token, text)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp_path, scripted_rounds):
     trainer = grounded_trainer(tiny_model_dirs[family], family, tmp_path)
     trainer.model.train()
@@ -104,6 +104,8 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
     processor = inner_processor(trainer.processing_class)
     tokenizer, image_id = processor.tokenizer, image_token_id(processor)
     eos, lead = trainer.eos_token_ids[0], lead_of(trainer.model)
+    image_size = rows[0]["images"][0].size
+    size = trainer.adapter.input_size(rows[0]["images"][0])  # what the model sees (56 px -> 64 px on Qwen3-VL)
 
     assert out["num_images"] == [3, 1, 3, 1]  # original + one crop per non-final round
     policy_tokens = 0
@@ -127,12 +129,12 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
     # the ids are the chat template's rendering of the whole conversation (image placeholders expanded)
     prompt = out["prompt_ids"][0][out["prompt_mask"][0].bool()]
     full = torch.cat([prompt, out["completion_ids"][0][out["completion_mask"][0].bool()]])
-    messages = [grounded_fill(rows[0]["prompt"][0])]
+    messages = [grounded_fill(rows[0]["prompt"][0], size)]
     conv_images = [rows[0]["images"][0]]
     for r in range(3):
         messages.append({"role": "assistant", "content": [{"type": "text", "text": script(0, r)}]})
         if r < 2:
-            box = grounded.locate(script(0, r), (56, 56), (56, 56))
+            box = grounded.locate(script(0, r), size, image_size)
             messages.append(grounded.follow_up_message(box))
     rendered = processor.apply_chat_template(messages, tokenize=False)
     rendered = rendered[: rendered.rfind(tokenizer.eos_token) + len(tokenizer.eos_token)]
@@ -141,14 +143,15 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
     assert len(conv_images) == 1
 
     # every image reaches the loss forward: image tokens match the pixel tensors row by row
-    if "image_grid_thw" in out:
-        tokens_per_image = (out["image_grid_thw"].prod(-1) // 4).tolist()
+    grids = out.get("image_grid_thw")  # dynamic-resolution families
+    if grids is not None:
+        tokens_per_image = (grids.prod(-1) // 4).tolist()
         starts = [0, 3, 4, 7]
         for b, start in enumerate(starts):
             total = (out["prompt_ids"][b] == image_id).sum() + (out["completion_ids"][b] == image_id).sum()
             assert int(total) == sum(tokens_per_image[start : start + out["num_images"][b]])
-        extra = GroundedRollout().model_kwargs(trainer, full[None], {"image_grid_thw": out["image_grid_thw"]})
-        assert torch.equal(extra["mm_token_type_ids"][0].bool(), full == image_id)
+        extra = GroundedRollout().model_kwargs(trainer, full[None], {})
+        assert torch.equal(extra[trainer.adapter.modality_map_key][0].bool(), full == image_id)
     else:
         assert out["pixel_values"].shape[0] == 8
         per_image = int((prompt == image_id).sum())
@@ -161,24 +164,17 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
     assert metrics["grounded/answered"] == pytest.approx(1.0)
     assert metrics["grounded/box_rate"] == pytest.approx(0.5)
     assert metrics["grounded/rejected"] == pytest.approx(0.0)
-    # 56 px images are shown at 56 px by both families, so boxes need no rescaling; odd rows wrote no box (0)
+    # boxes are rescaled from the input size to the 56 px original before scoring; odd rows wrote no box (0)
     scores = []
     for b in range(4):
         annotation = rows[b]["bboxs"]
-        scores.append(
-            0.0
-            if b % 2
-            else (
-                max(giou_score((8, 8, 40, 40), a) for a in annotation)
-                + max(giou_score((0, 0, 2, 2), a) for a in annotation)
-            )
-            / 2
-        )
+        boxes = [grounded.rescale_box(raw, size, image_size) for raw in ((8, 8, 40, 40), (0, 0, 2, 2))]
+        scores.append(0.0 if b % 2 else sum(max(giou_score(x, a) for a in annotation) for x in boxes) / 2)
     assert metrics["grounded/giou_score"] == pytest.approx(sum(scores) / 4, abs=1e-6)
 
     from prefopt.grpo.grounded_rollout import _PolicyGenerator
 
-    assert _PolicyGenerator(trainer, processor, image_id)([]) == []  # an idle step of a finished process
+    assert _PolicyGenerator(trainer, processor, trainer.adapter)([]) == []  # an idle step of a finished process
     assert trainer.generation_config.max_new_tokens == 24
 
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer's loop, which this test does not run
@@ -187,25 +183,26 @@ def test_grounded_batch_masks_user_turns_and_images(family, tiny_model_dirs, tmp
     loss.backward()
 
 
-def grounded_fill(message):
+def grounded_fill(message, size=(56, 56)):
     return {
         **message,
         "content": [
-            {**p, "text": grounded.fill_input_size(p["text"], 56, 56)} if p.get("type") == "text" else p
+            {**p, "text": grounded.fill_input_size(p["text"], *size)} if p.get("type") == "text" else p
             for p in message["content"]
         ],
     }
 
 
-def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(tiny_qwen_dir, tmp_path, scripted_rounds):
+def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dirs, tmp_path, scripted_rounds):
     data = world(tmp_path)
     out = tmp_path / "run"
+    short = "llava" if family == "llava" else "qwen"
     rc = main(
         [
             "grpo",
             "--config",
-            "recipes/tiny/qwen_grounded_grpo.yaml",
-            f"model.name_or_path={tiny_qwen_dir}",
+            f"recipes/tiny/{short}_grounded_grpo.yaml",
+            f"model.name_or_path={tiny_model_dirs[family]}",
             f"data.path={data}",
             f"data.image_root={data.parent}",
             "data.max_samples=2",

@@ -13,6 +13,10 @@ from PIL import Image
 
 from prefopt.cli import main
 from prefopt.grpo.trainer import GroundedGRPOTrainer
+from prefopt.models.registry import adapter_class
+from prefopt.models.tiny import TINY_FAMILIES
+
+VIDEO_FAMILIES = [f for f in TINY_FAMILIES if adapter_class(f).supports_video]
 
 CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"
 ROWS = [
@@ -59,7 +63,6 @@ def scripted_policy(monkeypatch):
     monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripted_policy):
     from prefopt.models.adapter import load_adapter
     from prefopt.testing.judge_server import JudgeServer
@@ -228,15 +231,16 @@ def write_mixed_prompts(folder):
     return path
 
 
-def test_cli_grpo_video_prompts_on_qwen(tiny_qwen_dir, tmp_path, monkeypatch):
-    """Video rows reach generation and the loss forward with their video tensors (Qwen2.5-VL)."""
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_cli_grpo_video_prompts_on_qwen(family, tiny_model_dirs, tmp_path, monkeypatch):
+    """Video rows reach generation and the loss forward with their video tensors (video-capable families)."""
     seen = []
     original = GroundedGRPOTrainer._get_per_token_logps_and_entropies
 
     def spy(self, model, input_ids, *args, **kwargs):
         result = original(self, model, input_ids, *args, **kwargs)
         if self._video_rows is not None:
-            n_video_tokens = int((input_ids == self._video_pad_token_id).sum())
+            n_video_tokens = int((input_ids == self.adapter.image_token_ids[1]).sum())
             tensors = [r for r in self._video_rows if r is not None]
             grid_tokens = sum(int(r["video_grid_thw"].prod()) // 4 for r in tensors)
             seen.append((n_video_tokens, grid_tokens))
@@ -249,7 +253,7 @@ def test_cli_grpo_video_prompts_on_qwen(tiny_qwen_dir, tmp_path, monkeypatch):
             "grpo",
             "--config",
             "recipes/tiny/qwen_grpo.yaml",
-            f"model.name_or_path={tiny_qwen_dir}",
+            f"model.name_or_path={tiny_model_dirs[family]}",
             f"data.path={data}",
             f"data.image_root={tmp_path}",
             "rewards.caption=false",

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from prefopt.errors import ModelError
+from prefopt.models.registry import adapter_class
 from prefopt.models.tiny import _mrope_section, build_tiny
 
 
@@ -36,7 +37,7 @@ def test_special_tokens_match_config_and_vocab_size(tiny_dir):
 
     config = AutoConfig.from_pretrained(tiny_dir)
     tokenizer = AutoProcessor.from_pretrained(tiny_dir).tokenizer
-    image_token = "<|image_pad|>" if config.model_type == "qwen2_5_vl" else "<image>"
+    image_token = adapter_class(config.model_type).media_tokens[0]
     assert tokenizer.convert_tokens_to_ids(image_token) == config.image_token_id
     assert len(tokenizer(image_token, add_special_tokens=False)["input_ids"]) == 1
     assert 2000 <= len(tokenizer) <= 4000

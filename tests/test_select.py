@@ -46,7 +46,6 @@ def test_score_responses_weights_rewards():
     assert totals == pytest.approx([1.1, 0.0])
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_cli_select_writes_subset_stats_and_plot(family, tiny_model_dirs, tmp_path):
     """Both families on image prompts; Qwen2.5-VL also on two video prompts."""
     from prefopt.data.formats import read_video_r1

@@ -75,7 +75,6 @@ def test_collator_masks_prompt_and_image_tokens(tiny_dir, tmp_path):
         assert not bool(((ids == token) & (labels != -100)).any())
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
 def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path):
     from prefopt.models.adapter import load_adapter
 

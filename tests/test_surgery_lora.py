@@ -92,7 +92,7 @@ def test_train_merge_matches_unmerged(tiny_dir, token_bases, tmp_path, mode):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     family = json.loads((tiny_dir / "config.json").read_text())["model_type"]
-    base_dir = token_bases["llava" if family == "llava" else "qwen2_5_vl"]
+    base_dir = token_bases[family]  # the tiny folders are named by family, which is each one's model_type
     base = _load(base_dir)
     base_vision = _vision_state(base.model, base)
     ids = [base.tokenizer.convert_tokens_to_ids(t) for t in REVERSE_TOKENS]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.models.registry import families
+
 NAME = "add-tokens"
 HELP = "add special tokens (e.g. the REVERSE tags) with mean-initialised embedding rows"
 
@@ -23,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokens", required=True, help="'reverse' (<SPAN>, </CN>, </UN>) or a comma list of tokens"
     )
     parser.add_argument("--out", required=True, help="output model folder")
-    parser.add_argument("--family", default=None, help="llava | qwen2_5_vl (detected from config.json when omitted)")
+    parser.add_argument(
+        "--family", default=None, choices=families(), help="model family (detected from config.json when omitted)"
+    )
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.models.tiny import DEFAULT_FAMILY, TINY_FAMILIES
+
 NAME = "demo"
 HELP = "run the whole online-vs-offline study on a tiny model and synthetic data (CPU, offline)"
 
@@ -24,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (CI smoke run)")
     parser.add_argument(
-        "--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "llava"], help="tiny model architecture"
+        "--family", default=DEFAULT_FAMILY, choices=TINY_FAMILIES, help="tiny model architecture"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and training")
     parser.add_argument("--fresh", action="store_true", help="redo every stage even when it finished before")

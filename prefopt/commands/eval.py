@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from prefopt.models.registry import families
+
 NAME = "eval"
 HELP = "evaluate a model (or a predictions file) on POPE, CHAIR, AMBER, MMHal, HallusionBench, MCQ, RefCOCO"
 BENCHMARKS = ("pope", "chair", "amber", "mmhal", "hallusion", "mcq", "refcoco")
@@ -52,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="official: the benchmark's own script's parsing and metrics (default); robust: prefopt's reading",
     )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--family", help="model family (llava | qwen2_5_vl); detected when omitted")
+    parser.add_argument(
+        "--family", default=None, choices=families(), help="model family (detected from config.json when omitted)"
+    )
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     parser.add_argument("--image-root", help="directory that relative image paths are resolved under")

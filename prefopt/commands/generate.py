@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import DataError
+from prefopt.models.registry import families
 
 NAME = "generate"
 HELP = "answer a dataset with a model (optionally REVERSE retrospective resampling) into resumable JSONL"
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="LLaVA JSON, Video-R1 JSON, or JSONL with question/image/id")
     parser.add_argument("--out", required=True, help="output JSONL (appended to; ids already there are skipped)")
     parser.add_argument("--image-root", default=None, help="folder the media paths are relative to (default: the data file's)")
-    parser.add_argument("--family", default=None, help="llava | qwen2_5_vl (detected when omitted)")
+    parser.add_argument(
+        "--family", default=None, choices=families(), help="model family (detected from config.json when omitted)"
+    )
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     parser.add_argument("--limit", type=int, default=None, help="answer at most this many examples")
     parser.add_argument("--max-new-tokens", type=int, default=256)

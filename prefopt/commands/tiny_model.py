@@ -1,4 +1,4 @@
-"""Write a tiny random-init checkpoint (LLaVA-1.5 or Qwen2.5-VL architecture) for tests and CPU demos.
+"""Write a tiny random-init checkpoint (LLaVA-1.5, Qwen2.5-VL or Qwen3-VL architecture) for tests and CPU demos.
 
 The directory loads with plain ``AutoModelForImageTextToText`` / ``AutoProcessor`` and generates from an
 image (random weights: the text is gibberish). The same --seed gives byte-identical files.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.models.tiny import TINY_FAMILIES
+
 NAME = "tiny-model"
-HELP = "write a tiny random-init LLaVA or Qwen2.5-VL checkpoint"
+HELP = "write a tiny random-init checkpoint of a registered model family"
 
 _SIZE_FLAGS = (
     "vocab_size",
@@ -31,7 +33,7 @@ _SIZE_FLAGS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register --family, --out, --seed and the size overrides."""
-    parser.add_argument("--family", required=True, choices=["llava", "qwen2_5_vl"], help="architecture")
+    parser.add_argument("--family", required=True, choices=TINY_FAMILIES, help="architecture")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     for name in _SIZE_FLAGS:

@@ -25,6 +25,7 @@ import yaml
 
 from prefopt.demo.profiles import DemoProfile, profile
 from prefopt.errors import PrefoptError
+from prefopt.models.tiny import DEFAULT_FAMILY
 
 DONE = ".demo-done"
 METHODS = ("cold_start", "grpo", "symmpo")
@@ -185,7 +186,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def run_demo(
     out: str | Path = "outputs/demo",
     quick: bool = False,
-    family: str = "qwen2_5_vl",
+    family: str = DEFAULT_FAMILY,
     seed: int = 0,
     fresh: bool = False,
     log: Callable[[str], None] = print,

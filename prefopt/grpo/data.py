@@ -132,8 +132,8 @@ def attach_videos(rows: list[dict[str, Any]], load_frames: Any) -> list[dict[str
     return out
 
 
-def video_inputs(processor: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any] | None] | None:
-    """Per-row video tensors (``pixel_values_videos``, ``video_grid_thw``, ...) exactly as the processor makes them.
+def video_inputs(adapter: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any] | None] | None:
+    """Per-row video tensors (the adapter's ``video_input_keys``) exactly as the processor makes them.
 
     Rows that repeat the same prompt (GRPO's group copies) are processed once. None when no row has a video.
     """
@@ -147,14 +147,7 @@ def video_inputs(processor: Any, rows: list[dict[str, Any]]) -> list[dict[str, A
             continue
         key = (row.get("id"), tuple(row["videos"]))
         if key not in cache:
-            encoded = processor.apply_chat_template(
-                [row["prompt"]],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-            )
-            cache[key] = {k: v for k, v in encoded.items() if "video" in k or k == "second_per_grid_ts"}
+            cache[key] = adapter.video_inputs(row["prompt"])
         result.append(cache[key])
     return result
 

@@ -9,16 +9,17 @@ TRL's ``_generate_and_score_completions`` is reused whole; two of its seams are 
   rollout is ``turn 1, user turn 2, turn 2, …``; TRL's ``tool_mask`` (its multi-turn loss mask) is 1 on the
   policy's tokens and 0 on every user-turn token, image tokens included, so the loss covers the assistant
   turns only. Completions reach the reward functions as one assistant message per round.
-- the loss-forward media: TRL re-encodes the *prompts* with their images to get ``pixel_values``; here the
-  processor is wrapped for that one call so that it returns the pixels of every image of each conversation
-  (original + crops, in order), and :meth:`GroundedRollout.model_kwargs` rebuilds Qwen2.5-VL's modality map
-  (``mm_token_type_ids``) from the full ids, which place crops inside the completion. The policy is kept
-  from writing image placeholders itself (they are suppressed in generation), so the ids mark images exactly.
+- the loss-forward media: TRL re-encodes the *prompts* with their images to get the image tensors; here the
+  processor is wrapped for that one call so that it returns the tensors of every image of each conversation
+  (original + crops, in order), and :meth:`GroundedRollout.model_kwargs` rebuilds the adapter's modality map
+  (where its family needs one) from the full ids, which place crops inside the completion. The policy is kept
+  from writing media placeholders itself (they are suppressed in generation), so the ids mark images exactly.
 
-The size written into the prompt is the one the processor produces: Qwen2.5-VL's patch grid times the patch
-size (after ``max_pixels``), or the fixed input of LLaVA's CLIP processor. For LLaVA a box is mapped back by
-plain scaling, which is exact for square images; on non-square ones CLIP's centre crop shows the model only
-the middle of the image, and boxes near the cut-off sides land off target.
+All model facts come from the trainer's adapter (``trainer.adapter``). The size written into the prompt is
+the one the model sees (``adapter.input_size``): a dynamic-resolution family's patch grid times the patch size
+(after ``max_pixels``), or a fixed-size processor's input. For a fixed-size centre-cropping processor a box is
+mapped back by plain scaling, which is exact for square images; on non-square ones the crop shows the model
+only the middle of the image, and boxes near the cut-off sides land off target.
 
 Logged per generation batch: ``grounded/rounds`` (mean rounds per rollout), ``grounded/answered`` (share that
 ended with an answer), ``grounded/box_rate`` (share that wrote at least one box), ``grounded/rejected`` (share
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import BatchFeature
 from trl import GRPOTrainer
 
 from prefopt.errors import DataError, ModelError
@@ -59,27 +61,15 @@ def image_token_id(processor: Any) -> int:
     return int(tid)
 
 
-def input_size(processor: Any, image: Any) -> tuple[int, int]:
+def input_size(adapter: Any, image: Any) -> tuple[int, int]:
     """``(width, height)`` of the image as the model sees it after the processor's resizing."""
-    image_processor = inner_processor(processor).image_processor
-    out = image_processor(images=[image], return_tensors="pt")
-    if "image_grid_thw" in out:  # Qwen2.5-VL: a grid of patch_size-pixel patches
-        _, rows, cols = (int(v) for v in out["image_grid_thw"][0])
-        patch = int(image_processor.patch_size)
-        return cols * patch, rows * patch
-    pixels = out["pixel_values"]  # fixed-size processors (LLaVA's CLIP): the tensor's own size
-    return int(pixels.shape[-1]), int(pixels.shape[-2])
+    return adapter.input_size(image)
 
 
-def media_fields(
-    processor: Any, images: list[list[Any]], ids: list[list[int]], image_id: int
-) -> dict[str, Any]:
-    """Pixel tensors for every image of every row (in order), plus Qwen's per-token modality map."""
+def media_fields(adapter: Any, images: list[list[Any]], ids: list[list[int]]) -> dict[str, Any]:
+    """Image tensors for every image of every row (in order), plus the family's per-token modality map."""
     flat = [img for row in images for img in row]
-    fields = dict(inner_processor(processor).image_processor(images=flat, return_tensors="pt"))
-    if "image_grid_thw" in fields:
-        fields["mm_token_type_ids"] = [[int(t == image_id) for t in row] for row in ids]
-    return fields
+    return {**adapter.image_tensors(flat), **adapter.modality_rows(ids)}
 
 
 def follow_up_text(processor: Any, message: dict[str, Any]) -> str:
@@ -108,8 +98,8 @@ def follow_up_text(processor: Any, message: dict[str, Any]) -> str:
 class _PolicyGenerator:
     """The ``generate`` callable of :func:`prefopt.grpo.grounded.run_rounds` backed by the trainer's policy."""
 
-    def __init__(self, trainer: GRPOTrainer, processor: Any, image_id: int):
-        self.trainer, self.processor, self.image_id = trainer, processor, image_id
+    def __init__(self, trainer: GRPOTrainer, processor: Any, adapter: Any):
+        self.trainer, self.processor, self.adapter = trainer, processor, adapter
         self.eos_ids = set(trainer.eos_token_ids)
 
     def _append_follow_up(self, conv: grounded.Conversation) -> None:
@@ -141,7 +131,7 @@ class _PolicyGenerator:
                 conv.state["appended"] += 1
         ids = [conv.state["ids"] for conv in convs]
         images = [conv.images for conv in convs]
-        fields = media_fields(self.processor, images, ids, self.image_id)
+        fields = media_fields(self.adapter, images, ids)
         new_ids, _ = self.trainer._generate_single_turn(ids, images, fields, num_generations=1)
         texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
         for conv, turn in zip(convs, new_ids):
@@ -151,14 +141,14 @@ class _PolicyGenerator:
 
 
 class _MediaOnlyProcessor:
-    """The processor, except that TRL's re-encoding call returns the pixels of every conversation image.
+    """The processor, except that TRL's re-encoding call returns the tensors of every conversation image.
 
     TRL calls ``processor(images=..., text=prompts_text, ...)`` once per batch for the loss-forward tensors;
     the texts are the first-turn prompts, which hold only the original image's placeholder.
     """
 
-    def __init__(self, processor: Any):
-        self._processor = processor
+    def __init__(self, processor: Any, adapter: Any):
+        self._processor, self._adapter = processor, adapter
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._processor, name)
@@ -167,10 +157,8 @@ class _MediaOnlyProcessor:
         images = kwargs.get("images")
         if images is None or not isinstance(kwargs.get("text"), list):
             return self._processor(*args, **kwargs)
-        from transformers import BatchFeature
-
         flat = [img for row in images for img in (row or [])]
-        return BatchFeature(dict(self._processor.image_processor(images=flat, return_tensors="pt")))
+        return BatchFeature(self._adapter.image_tensors(flat))
 
 
 class GroundedRollout(RolloutStrategy):
@@ -191,7 +179,7 @@ class GroundedRollout(RolloutStrategy):
     def generate_and_score(self, trainer: GRPOTrainer, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """TRL's generation-and-scoring with the grounded generation and multi-image forward tensors."""
         processor = trainer.processing_class
-        self._rows, trainer.processing_class = inputs, _MediaOnlyProcessor(processor)
+        self._rows, trainer.processing_class = inputs, _MediaOnlyProcessor(processor, trainer.adapter)
         try:
             return GRPOTrainer._generate_and_score_completions(trainer, inputs)
         finally:
@@ -200,22 +188,18 @@ class GroundedRollout(RolloutStrategy):
     def model_kwargs(
         self, trainer: GRPOTrainer, input_ids: torch.Tensor, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        """Qwen2.5-VL's modality map over the full ids: crops sit inside the completion."""
-        if kwargs.get("image_grid_thw") is None:
-            return kwargs
-        modality = (input_ids == image_token_id(trainer.processing_class)).long()
-        return {**kwargs, "mm_token_type_ids": modality}
+        """The adapter's modality map over the full ids (where its family has one): crops sit in the completion."""
+        return trainer.adapter.with_modality_map(input_ids, kwargs)
 
     def generate(self, trainer: GRPOTrainer, prompts: list) -> tuple:
         """The multi-round rollouts in the shape of TRL's ``_generate`` return value."""
-        processor = inner_processor(trainer.processing_class)
-        image_id = image_token_id(processor)
-        _suppress(trainer, [image_id, getattr(trainer, "_video_pad_token_id", None)])
-        convs, filled = self._start(processor, prompts)
+        processor, adapter = inner_processor(trainer.processing_class), trainer.adapter
+        _suppress(trainer, adapter.image_token_ids)
+        convs, filled = self._start(adapter, prompts)
         prompt_ids, _, _ = trainer._tokenize_prompts(filled)
         for conv, ids in zip(convs, prompt_ids):
             conv.state.update(ids=list(ids), segments=[], appended=0)
-        s, policy = self.settings, _PolicyGenerator(trainer, processor, image_id)
+        s, policy = self.settings, _PolicyGenerator(trainer, processor, adapter)
         grounded.run_rounds(
             policy,
             convs,
@@ -237,7 +221,7 @@ class GroundedRollout(RolloutStrategy):
         images = [conv.images for conv in convs]
         return [list(p) for p in prompt_ids], completion_ids, loss_mask, completions, None, extra, images, []
 
-    def _start(self, processor: Any, prompts: list) -> tuple[list[grounded.Conversation], list]:
+    def _start(self, adapter: Any, prompts: list) -> tuple[list[grounded.Conversation], list]:
         """One conversation per prompt, and the prompts with the resized input size written in."""
         convs, filled, sizes = [], [], {}
         for i, prompt in enumerate(prompts):
@@ -253,7 +237,7 @@ class GroundedRollout(RolloutStrategy):
                 raise DataError(f"prompt {row}: grounded rollouts need exactly one image, got {len(images)}")
             image = images[0]
             if image.size not in sizes:  # the resized size depends on the original size only
-                sizes[image.size] = input_size(processor, image)
+                sizes[image.size] = adapter.input_size(image)
             w, h = sizes[image.size]
             convs.append(grounded.Conversation(image=image.convert("RGB"), input_size=(w, h)))
             filled.append([_fill_message(m, w, h) for m in prompt])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import PrefoptError
+from prefopt.models.registry import adapter_for_model
 
 
 def reward_stats(rewards: Sequence[Sequence[float]]) -> list[dict[str, float]]:
@@ -83,18 +84,19 @@ def sample_responses(
             if videos:
                 generated = model.generate(**batch, num_return_sequences=k, **sampling)
             else:
-                generated = generate_shared_prefix(model, batch, k, **sampling)
+                generated = generate_shared_prefix(model, batch, k, adapter=adapter, **sampling)
         out.append(adapter.decode(generated[:, batch["input_ids"].size(1) :]))
     return out
 
 
-def generate_shared_prefix(model: Any, batch: Any, k: int, **generate_kwargs: Any) -> Any:
+def generate_shared_prefix(model: Any, batch: Any, k: int, adapter: Any = None, **generate_kwargs: Any) -> Any:
     """``k`` continuations of ONE prompt whose prefill (vision tower included) runs once.
 
     ``num_return_sequences=k`` copies the prompt and its image k times before the prefill; here the prompt
     minus its last token goes through the model once, the KV cache is repeated k times and ``generate``
     continues from it (feeding only the last prompt token). Pixel values are not passed again: the image
-    tokens are already in the cache (Qwen2.5-VL keeps the M-RoPE offsets of the prefill).
+    tokens are already in the cache; the per-prompt tensors the family still needs (e.g. the image grids of
+    3-D positions) come from ``adapter.repeat_for_cache`` (the adapter of ``model``'s family when not given).
     """
     import torch
 
@@ -107,8 +109,7 @@ def generate_shared_prefix(model: Any, batch: Any, k: int, **generate_kwargs: An
         cache = model(**prefill, use_cache=True).past_key_values
     cache.batch_repeat_interleave(k)
     rest = {key: batch[key].repeat_interleave(k, dim=0) for key in per_token}
-    if "image_grid_thw" in batch:  # M-RoPE positions of the cached image tokens
-        rest["image_grid_thw"] = batch["image_grid_thw"].repeat(k, 1)
+    rest.update((adapter or adapter_for_model(model)).repeat_for_cache(batch, k))
     return model.generate(**rest, past_key_values=cache, **generate_kwargs)
 
 

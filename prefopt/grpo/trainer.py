@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from prefopt.models.base import limit_pixels  # noqa: F401  (re-exported: prefopt.grpo.trainer.limit_pixels)
+from prefopt.models.registry import adapter_for_model
 from prefopt.training.reliability import ReliableTrainerMixin
 
 logger = logging.getLogger(__name__)
@@ -149,15 +151,12 @@ class _WithVideos:
     """Calls the policy with each row's video tensors added: TRL's log-prob forward passes image tensors only.
 
     TRL calls the model on consecutive row chunks in order, so the wrapper walks ``rows`` with an offset. The
-    modality map ``mm_token_type_ids`` (text 0, image 1, video 2) is rebuilt from the ids because TRL's version is
+    adapter's modality map (text 0, image 1, video 2) is rebuilt from the ids because TRL's version is
     computed from a text without expanded video placeholders.
     """
 
-    def __init__(
-        self, model: Any, rows: list[dict[str, Any] | None], image_token: int | None, video_token: int
-    ):
-        self.model, self.rows, self.offset = model, rows, 0
-        self.image_token, self.video_token = image_token, video_token
+    def __init__(self, model: Any, rows: list[dict[str, Any] | None], adapter: Any):
+        self.model, self.rows, self.offset, self.adapter = model, rows, 0, adapter
 
     def __call__(self, **kwargs: Any) -> Any:
         input_ids = kwargs["input_ids"]
@@ -167,11 +166,7 @@ class _WithVideos:
         if videos:
             for key in videos[0]:
                 kwargs[key] = torch.cat([r[key] for r in videos]).to(input_ids.device)
-            modality = torch.zeros_like(input_ids)
-            if self.image_token is not None:
-                modality[input_ids == self.image_token] = 1
-            modality[input_ids == self.video_token] = 2
-            kwargs["mm_token_type_ids"] = modality
+            kwargs = self.adapter.with_modality_map(input_ids, kwargs)
         return self.model(**kwargs)
 
 
@@ -215,9 +210,12 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         ntk: Any = None,
         rollout: str | RolloutStrategy = "single",
         load_video: Callable[[str], Any] | None = None,
+        adapter: Any = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        # the only holder of model-family facts; built around the trainer's model when not given
+        self.adapter = adapter or adapter_for_model(self.model)(self.model, self.processing_class)
         self.load_video = load_video
         self._video_rows: list[dict[str, Any] | None] | None = None
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
@@ -239,7 +237,7 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
 
         if self.load_video is not None:
             inputs = attach_videos(inputs, self.load_video)
-        self._video_rows = video_inputs(self.processing_class, inputs)
+        self._video_rows = video_inputs(self.adapter, inputs)
         processor = self.processing_class
         if self._video_rows is not None:
             self.processing_class = _VideoAwareProcessor(processor, _row_videos(inputs))
@@ -266,11 +264,10 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
         """TRL's log-probs, with video tensors supplied per row when the batch has video prompts."""
-        for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
-            kwargs.pop(key, None)  # TRL's whole-batch video tensors: supplied per row chunk below instead
+        kwargs = self.adapter.strip_video_inputs(kwargs)  # TRL's whole-batch video tensors: supplied per row below
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
         if self._video_rows is not None:
-            model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
+            model = _WithVideos(model, self._video_rows, self.adapter)
         return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -350,24 +347,6 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
     return funcs, weights
 
 
-def limit_pixels(processor: Any, max_pixels: int | None) -> bool:
-    """Cap image resolution where the image processor takes a pixel budget (SPEC 1.6 ``max_pixels``).
-
-    Processors that declare a ``max_pixels`` keyword (Qwen2.5-VL's) store it as ``size.longest_edge``; fixed-size
-    processors (LLaVA's CLIP) have no such budget and are left alone. Returns whether the cap was applied.
-    """
-    image_processor = getattr(processor, "image_processor", None)
-    declared = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
-    if max_pixels is None or "max_pixels" not in declared:
-        return False
-    size = image_processor.size
-    if isinstance(size, dict):
-        size["longest_edge"] = max_pixels
-    else:
-        size.longest_edge = max_pixels
-    return True
-
-
 def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -> GroundedGRPOTrainer:
     """A ready-to-train :class:`GroundedGRPOTrainer` for a validated recipe."""
     from trl import GRPOConfig
@@ -380,7 +359,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
 
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
-    limit_pixels(adapter.processor, recipe.max_pixels)
+    adapter.limit_pixels(recipe.max_pixels)
     if train_dataset is None:
         train_dataset = load_dataset_for_recipe(recipe.data)
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
@@ -406,6 +385,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         processing_class=adapter.processor,
         ntk=recipe.ntk,
         rollout=rollout,
+        adapter=adapter,
         reliability=recipe.reliability,
         load_video=functools.partial(
             load_video_frames,

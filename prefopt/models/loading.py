@@ -21,22 +21,34 @@ IGNORE_INDEX = -100
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def check_model_dir(name_or_path: str, model_types: Sequence[str], *, need_model: bool) -> None:
-    """Raise ``ModelError`` when a local directory lacks config/processor files or has another model_type."""
+def is_path_like(name_or_path: str) -> bool:
+    """Whether a string names a local path rather than a hub id (``owner/name``)."""
     path = Path(name_or_path)
-    if not path.exists():
-        if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
-            raise ModelError(f"{name_or_path}: model directory does not exist")
-        return  # a hub id: transformers resolves (or reports) it
-    if not path.is_dir():
-        raise ModelError(f"{path}: not a directory")
-    cfg_file = path / "config.json"
+    return path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
+
+
+def read_model_type(path: str | Path) -> str:
+    """The ``model_type`` of a local model directory's ``config.json`` (one clear error when unreadable)."""
+    cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         raise ModelError(f"{path}: no config.json; is this a model directory?")
     try:
         model_type = json.loads(cfg_file.read_text())["model_type"]
-    except (json.JSONDecodeError, KeyError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ModelError(f"{cfg_file}: unreadable or without model_type ({err})") from err
+    return str(model_type)
+
+
+def check_model_dir(name_or_path: str, model_types: Sequence[str], *, need_model: bool) -> None:
+    """Raise ``ModelError`` when a local directory lacks config/processor files or has another model_type."""
+    path = Path(name_or_path)
+    if not path.exists():
+        if is_path_like(name_or_path):
+            raise ModelError(f"{name_or_path}: model directory does not exist")
+        return  # a hub id: transformers resolves (or reports) it
+    if not path.is_dir():
+        raise ModelError(f"{path}: not a directory")
+    model_type = read_model_type(path)
     if model_type not in model_types:
         raise ModelError(
             f"{path}: model_type '{model_type}' is not one of {list(model_types)} for this adapter"
@@ -161,7 +173,7 @@ def flatten_media(
             if kind == "video" and (wanted or items) and not adapter.supports_video:
                 raise ModelError(
                     f"conversation {i}: the {adapter.family} adapter does not support video input; "
-                    f"use a video-capable family (qwen2_5_vl) or pass frames as images"
+                    "use a video-capable family or pass frames as images"
                 )
             if wanted != len(items):
                 raise ModelError(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import ModelError
+from prefopt.models.registry import load_adapter
 from prefopt.models.settings import LoraSettings
 from prefopt.models.tokens import add_special_tokens, save_model_dir, sync_vocab_size
 
@@ -38,7 +39,6 @@ def load_base_for_lora(
     **load_kwargs: Any,
 ) -> Any:
     """Load an adapter whose model is ready for LoRA: optionally a 4-bit/8-bit bitsandbytes base (QLoRA)."""
-    from prefopt.models.adapter import load_adapter
 
     if quantization not in (None, "4bit", "8bit"):
         raise ModelError(f"quantization must be 4bit, 8bit or empty, not {quantization!r}")
@@ -333,7 +333,6 @@ def merge_lora(
     import torch
     from peft import PeftModel
 
-    from prefopt.models.adapter import load_adapter
 
     adapter_dir = Path(adapter_dir)
     if dtype is not None and dtype not in DTYPES:

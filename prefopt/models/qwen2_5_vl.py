@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from prefopt.models.adapter import Messages, VLMAdapter, register
-from prefopt.models.loading import encode_chat, load_pretrained
+from prefopt.models.base import VLMAdapter
 
 #: Official Qwen2.5-VL template plus ``{% generation %}`` markers (assistant text + ``<|im_end|>``).
 QWEN_CHAT_TEMPLATE = (
@@ -58,51 +57,40 @@ VISION_PREFIXES = ["model.visual.patch_embed", "model.visual.blocks"]
 PROJECTOR_PREFIXES = ["model.visual.merger"]
 
 
-@register
 class Qwen25VLAdapter(VLMAdapter):
-    """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints (and the tiny ones)."""
+    """Adapter for ``Qwen2_5_VLForConditionalGeneration`` checkpoints (and the tiny ones).
+
+    Dynamic resolution: the size the model sees is its patch grid times the patch size; M-RoPE positions
+    need the per-token modality map (``mm_token_type_ids``) and each image's grid.
+    """
 
     family: ClassVar[str] = "qwen2_5_vl"
     model_types: ClassVar[tuple[str, ...]] = ("qwen2_5_vl",)
+    hub_name_patterns: ClassVar[tuple[str, ...]] = ("qwen2.5-vl", "qwen2_5_vl")
     supports_video: ClassVar[bool] = True
     chat_template: ClassVar[str] = QWEN_CHAT_TEMPLATE
+    special_tokens: ClassVar[tuple[str, ...]] = QWEN_SPECIAL_TOKENS
+    media_tokens: ClassVar[tuple[str, ...]] = ("<|image_pad|>", "<|video_pad|>")
+    media_token_config_keys: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
+    vision_tower_modules: ClassVar[tuple[str, ...]] = tuple(VISION_PREFIXES)
+    projector_modules: ClassVar[tuple[str, ...]] = tuple(PROJECTOR_PREFIXES)
+    image_keys: ClassVar[tuple[str, ...]] = ("pixel_values", "image_grid_thw")
+    video_keys: ClassVar[tuple[str, ...]] = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+    #: The grids place the cached image tokens in M-RoPE positions.
+    cache_repeat_keys: ClassVar[tuple[str, ...]] = ("image_grid_thw",)
+    #: Without it transformers 5 silently falls back to 1-D positions, so collators must carry it.
+    modality_map_key: ClassVar[str | None] = "mm_token_type_ids"
     #: Pixel budget per video frame; None keeps the processor's ``size["longest_edge"]``.
     video_max_pixels: int | None = None
 
-    @classmethod
-    def load(
-        cls,
-        name_or_path: str,
-        *,
-        dtype: str = "auto",
-        attn_implementation: str | None = None,
-        device_map: Any = None,
-        quantization: str | None = None,
-        trust_remote_code: bool = False,
-        load_model: bool = True,
-        video_max_pixels: int | None = None,
-    ) -> Qwen25VLAdapter:
-        """Load a Qwen2.5-VL model and processor (processor only with ``load_model=False``)."""
-        model, processor = load_pretrained(
-            name_or_path,
-            cls.model_types,
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            device_map=device_map,
-            quantization=quantization,
-            trust_remote_code=trust_remote_code,
-            load_model=load_model,
-            chat_template=cls.chat_template,
-            unquantized=VISION_PREFIXES + PROJECTOR_PREFIXES + ["lm_head"],
-        )
-        adapter = cls(model, processor, name_or_path)
-        adapter.video_max_pixels = video_max_pixels
-        return adapter
+    def configure(self, video_max_pixels: int | None = None) -> None:
+        """``video_max_pixels``: a per-frame pixel budget for videos."""
+        self.video_max_pixels = video_max_pixels
 
-    def _processor_kwargs(self, videos: Sequence[Sequence[Any]] | None) -> dict[str, Any]:
+    def processor_kwargs(self, videos: Sequence[Sequence[Any]] | None) -> dict[str, Any]:
+        """Video frames share a total pixel budget, as the reference (qwen-vl-utils) does."""
         if not videos or not any(videos):
             return {}
-        # Reference (qwen-vl-utils) behaviour: frames also share a total-video pixel budget.
         kwargs: dict[str, Any] = {"cap_pixels_per_frame": True}
         if self.video_max_pixels is not None:
             floor = self.processor.video_processor.size["shortest_edge"]
@@ -112,63 +100,10 @@ class Qwen25VLAdapter(VLMAdapter):
             }
         return {"videos_kwargs": kwargs}
 
-    def encode_prompts(
-        self,
-        conversations: Sequence[Messages],
-        images: Sequence[Sequence[Any]] | None = None,
-        videos: Sequence[Sequence[Any]] | None = None,
-    ) -> Any:
-        """Left-padded generation inputs with ``pixel_values``/``image_grid_thw`` (and video tensors)."""
-        return encode_chat(
-            self, conversations, images, videos, generation_prompt=True, **self._processor_kwargs(videos)
-        )
-
-    def encode_conversations(
-        self,
-        conversations: Sequence[Messages],
-        images: Sequence[Sequence[Any]] | None = None,
-        videos: Sequence[Sequence[Any]] | None = None,
-    ) -> Any:
-        """Right-padded training inputs; ``labels`` cover assistant text and its ``<|im_end|>``."""
-        return encode_chat(
-            self, conversations, images, videos, generation_prompt=False, **self._processor_kwargs(videos)
-        )
-
-    @property
-    def image_token_ids(self) -> list[int]:
-        """``<|image_pad|>`` and ``<|video_pad|>`` ids, as the model config records them."""
-        config = self.model.config if self.model is not None else None
-        if config is not None:
-            return [config.image_token_id, config.video_token_id]
-        return [self.tokenizer.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")]
-
-    @property
-    def image_input_keys(self) -> tuple[str, ...]:
-        """Image/video tensors, plus the per-token ``mm_token_type_ids`` that 3-D (mrope) positions need.
-
-        Without ``mm_token_type_ids`` transformers 5 silently falls back to 1-D positions, so collators
-        must carry it (padded like ``input_ids``).
-        """
-        return (
-            "pixel_values",
-            "image_grid_thw",
-            "pixel_values_videos",
-            "video_grid_thw",
-            "second_per_grid_ts",
-            "mm_token_type_ids",
-        )
-
-    @property
-    def vision_tower_prefixes(self) -> list[str]:
-        """The ViT blocks and patch embedding (transformers 5 layout: ``model.visual``)."""
-        return list(VISION_PREFIXES)
-
-    @property
-    def projector_prefixes(self) -> list[str]:
-        """The patch merger that maps vision features to the text width."""
-        return list(PROJECTOR_PREFIXES)
-
-    @property
-    def language_model_prefixes(self) -> list[str]:
-        """Text decoder and output head."""
-        return ["model.language_model", "lm_head"]
+    def input_size(self, image: Any) -> tuple[int, int]:
+        """The patch grid (after ``max_pixels``) times the patch size."""
+        image_processor = self.image_processor
+        out = image_processor(images=[image], return_tensors="pt")
+        _, rows, cols = (int(v) for v in out["image_grid_thw"][0])
+        patch = int(image_processor.patch_size)
+        return cols * patch, rows * patch

@@ -10,7 +10,7 @@ class ModelSettings:
     """The ``model:`` section of a recipe."""
 
     name_or_path: str = ""  # hub id or local directory
-    family: str | None = None  # llava | qwen2_5_vl; detected from config.json when empty
+    family: str | None = None  # a family of prefopt.models.registry; detected from config.json when empty
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     attn_implementation: str | None = None  # sdpa | eager | flash_attention_2
     quantization: str | None = None  # None | 4bit | 8bit (QLoRA base through bitsandbytes)

@@ -1,6 +1,6 @@
-"""Tiny random-init checkpoints of both families, for tests and CPU demos.
+"""Tiny random-init checkpoints of every built-in family, for tests and CPU demos.
 
-``build_tiny("llava" | "qwen2_5_vl", out_dir, seed=0)`` writes a directory that plain
+``build_tiny("llava" | "qwen2_5_vl" | "qwen3_vl", out_dir, seed=0)`` writes a directory that plain
 ``AutoModelForImageTextToText`` / ``AutoProcessor`` load: the real architecture at toy sizes (2 text
 layers, hidden 64, a 2-layer vision encoder), a byte-level BPE tokenizer trained on
 ``tiny_corpus.txt`` plus the family's special tokens, the family's chat template and a real processor.
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import ModelError
+from prefopt.models.registry import adapter_class, families
 
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
 
@@ -96,20 +97,32 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-    from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-
-    from prefopt.models.qwen2_5_vl import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS
-
-    tok = train_tokenizer(QWEN_SPECIAL_TOKENS, sizes["vocab_size"])
+def _qwen_tokenizer(cls: Any, sizes: dict[str, int]) -> tuple[Any, dict[str, int]]:
+    """The Qwen-style tokenizer (shared by both Qwen families) and its special-token ids."""
+    tok = train_tokenizer(cls.special_tokens, sizes["vocab_size"])
     tokenizer = _fast_tokenizer(
         tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
+        additional_special_tokens=list(cls.special_tokens[1:]),
     )
-    ids = {t: tok.token_to_id(t) for t in QWEN_SPECIAL_TOKENS}
+    return tokenizer, {t: tok.token_to_id(t) for t in cls.special_tokens}
+
+
+def _qwen_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The special-token ids a Qwen text config and model config record."""
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
+def _build_qwen(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    tokenizer, ids = _qwen_tokenizer(cls, sizes)
     head_dim = sizes["hidden_size"] // sizes["num_attention_heads"]
     text = _text_kwargs(sizes, _padded(len(tokenizer), 128))  # spare rows, as in the real checkpoints
     text.update(
@@ -118,9 +131,7 @@ def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
             "rope_theta": 1e6,
             "mrope_section": _mrope_section(head_dim),
         },
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
+        **_qwen_ids(ids),
     )
     vision = {
         "depth": sizes["vision_depth"],
@@ -149,19 +160,86 @@ def _build_qwen(sizes: dict[str, int]) -> tuple[Any, Any]:
             size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, cap_pixels_per_frame=True
         ),
         tokenizer=tokenizer,
-        chat_template=QWEN_CHAT_TEMPLATE,
+        chat_template=cls.chat_template,
     )
     return model, processor
 
 
-def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
+def _interleaved_mrope_section(head_dim: int) -> list[int]:
+    """Qwen3-VL's interleaved (t, h, w) split of half the head dim, in the ratio of its [24, 20, 20] for 128.
+
+    Frequencies are assigned round-robin t, h, w, ..., so h and w take ``3·section`` slots each and must fit.
+    """
+    half = head_dim // 2
+    spatial = max(1, (half * 20) // 64)
+    return [half - 2 * spatial, spatial, spatial]
+
+
+def _build_qwen3(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    tokenizer, ids = _qwen_tokenizer(cls, sizes)
+    head_dim = sizes["hidden_size"] // sizes["num_attention_heads"]
+    text = _text_kwargs(sizes, _padded(len(tokenizer), 128))
+    text.update(
+        head_dim=head_dim,  # Qwen3-VL's text config states it (default 128), it is not derived
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": _interleaved_mrope_section(head_dim),
+            "mrope_interleaved": True,
+        },
+        **_qwen_ids(ids),
+    )
+    patch = 16
+    vision = {
+        "depth": sizes["vision_depth"],
+        "hidden_size": sizes["vision_hidden_size"],
+        "intermediate_size": sizes["vision_intermediate_size"],
+        "num_heads": sizes["vision_heads"],
+        "out_hidden_size": sizes["hidden_size"],
+        "patch_size": patch,
+        "num_position_embeddings": 16 * 16,  # a 16x16 learned grid, interpolated to each image's patch grid
+        "deepstack_visual_indexes": [0],  # one DeepStack merger, from the first vision block
+    }
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    # 32-px merged cells: a 56x56 image becomes 64x64 = 4x4 patches -> 4 merged tokens.
+    cell = patch * 2
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            size={"shortest_edge": 64 * 64, "longest_edge": 256 * 256}, patch_size=patch, merge_size=2
+        ),
+        video_processor=Qwen3VLVideoProcessor(
+            size={"shortest_edge": cell * cell, "longest_edge": 4 * 128 * 128},
+            patch_size=patch,
+            cap_pixels_per_frame=True,
+            do_sample_frames=False,  # prefopt samples frames itself
+        ),
+        tokenizer=tokenizer,
+        chat_template=cls.chat_template,
+    )
+    return model, processor
+
+
+def _build_llava(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from prefopt.models.llava import LLAVA_CHAT_TEMPLATE, LLAVA_SPECIAL_TOKENS
+    special = cls.special_tokens
 
     if sizes["image_size"] % 14:
         raise ModelError(f"image_size must be a multiple of the patch size 14, got {sizes['image_size']}")
-    tok = train_tokenizer(LLAVA_SPECIAL_TOKENS, sizes["vocab_size"])
+    tok = train_tokenizer(special, sizes["vocab_size"])
     tokenizer = _fast_tokenizer(
         tok,
         unk_token="<unk>",
@@ -170,7 +248,7 @@ def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
         pad_token="<pad>",
         additional_special_tokens=["<image>"],
     )
-    ids = {t: tok.token_to_id(t) for t in LLAVA_SPECIAL_TOKENS}
+    ids = {t: tok.token_to_id(t) for t in special}
     text = _text_kwargs(sizes, _padded(len(tokenizer)))
     text.update(
         model_type="llama", bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]
@@ -206,12 +284,16 @@ def _build_llava(sizes: dict[str, int]) -> tuple[Any, Any]:
         patch_size=14,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE,
+        chat_template=cls.chat_template,
     )
     return model, processor
 
 
-_BUILDERS = {"llava": _build_llava, "qwen2_5_vl": _build_qwen}
+_BUILDERS = {"llava": _build_llava, "qwen2_5_vl": _build_qwen, "qwen3_vl": _build_qwen3}
+#: The tiny model the demo and the docs use unless told otherwise.
+DEFAULT_FAMILY = "qwen2_5_vl"
+#: Registered families that have a tiny builder, in registry order (``prefopt tiny-model --family``).
+TINY_FAMILIES: tuple[str, ...] = tuple(f for f in families() if f in _BUILDERS)
 
 
 def build_tiny(family: str, out_dir: str | Path, seed: int = 0, **overrides: int) -> Path:
@@ -219,7 +301,7 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0, **overrides: int
     import torch
 
     if family not in _BUILDERS:
-        raise ModelError(f"unknown model family '{family}'; choose one of {sorted(_BUILDERS)}")
+        raise ModelError(f"unknown model family '{family}' for a tiny model; choose one of {list(TINY_FAMILIES)}")
     unknown = sorted(set(overrides) - set(DEFAULTS))
     if unknown:
         raise ModelError(f"unknown tiny-model size override(s) {unknown}; known: {sorted(DEFAULTS)}")
@@ -238,7 +320,7 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0, **overrides: int
     out = Path(out_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, processor = _BUILDERS[family](sizes)
+        model, processor = _BUILDERS[family](adapter_class(family), sizes)
     model.eval()
     _set_generation_config(model, processor.tokenizer)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import Trainer
 
+from prefopt.training.loss_scaling import MeanLossTrainerMixin
 from prefopt.training.reliability import ReliableTrainerMixin
 
 IGNORE_INDEX = -100
@@ -37,8 +38,11 @@ def weighted_token_loss(
     return (nll * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
-class ConversationSFTTrainer(ReliableTrainerMixin, Trainer):
-    """``Trainer`` whose loss honours ``loss_weights`` from the collator (plain token mean without them)."""
+class ConversationSFTTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer):
+    """``Trainer`` whose loss honours ``loss_weights`` from the collator (plain token mean without them).
+
+    The loss is a per-micro-batch mean, so ``Trainer`` divides it by the accumulation steps (the mixin).
+    """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Forward without labels (no model-side loss) and apply :func:`weighted_token_loss`."""
