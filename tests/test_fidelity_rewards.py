@@ -115,3 +115,57 @@ def test_grounded_round_with_empty_think_is_no_match(think):
     assert grounded_format(_turns(empty_box, answer)) == 1.0  # 2 * mean(0, 1)
     assert grounded_format(_turns(box, empty_answer)) == 1.0
     assert grounded_format(_turns(empty_answer)) == 0.0
+
+
+# ---- item 4: the judge request ---------------------------------------------------------------------------
+class _RecordingOpenAI:
+    """Stands in for the openai client: records each chat.completions.create call's keyword arguments."""
+
+    def __init__(self):
+        self.calls = []
+        self.chat = self
+        self.completions = self
+
+    def create(self, **kwargs):
+        from types import SimpleNamespace
+
+        self.calls.append(kwargs)
+        message = SimpleNamespace(content="<think>t</think><answer>B</answer>")
+        return SimpleNamespace(choices=[SimpleNamespace(message=message)])
+
+
+def test_judge_request_has_no_token_cap_or_temperature_by_default():
+    # Seed rule (GWYS _call_llm): client.chat.completions.create(model, messages, stream=False) only.
+    from prefopt.rewards.judge import JudgeClient, JudgeConfig
+
+    fake = _RecordingOpenAI()
+    JudgeClient(JudgeConfig())._attempt(fake, [{"role": "user", "content": "q"}])
+    assert "max_tokens" not in fake.calls[0] and "temperature" not in fake.calls[0]
+    JudgeClient(JudgeConfig(max_tokens=64, temperature=0.0))._attempt(fake, [{"role": "user", "content": "q"}])
+    assert fake.calls[1]["max_tokens"] == 64 and fake.calls[1]["temperature"] == 0.0
+
+
+def test_judge_prompt_follows_the_seed_wording_by_default():
+    # Seed rule (GWYS _call_llm): system "You are a helpful assistant"; the user turn is the fixed preamble,
+    # "Visual description:\n {caption} \n", "Question:\n {question} \n" (question = problem + "Options:\n"
+    # + one option and newline each), the R1 instruction, then the per-type suffix.
+    from prefopt.rewards.caption import CaptionReward, judge_prompt
+
+    text = judge_prompt("a red apple", "What fruit?", "multiple choice", ["A. apple", "B. pear"])
+    assert text.startswith(
+        "Please answer the question only according to the text description of the visual information below "
+        "without any visual information.\nVisual description:\n a red apple \nQuestion:\n What fruit?Options:\n"
+        "A. apple\nB. pear\n \nfirst thinks about the reasoning process in the mind"
+    )
+    assert text.endswith("<answer> answer here </answer> Please provide only the single option letter "
+                         "(e.g., A, B, C, D, etc.) within the <answer> </answer> tags.")
+    seen = []
+
+    class Judge:
+        def ask_many(self, prompts, system=None):
+            seen.append(system)
+            return ["<answer>B</answer>"] * len(prompts)
+
+    CaptionReward(Judge())(["q"], ["<caption>c</caption>"], ["B"], "multiple choice", problem=["q"])
+    CaptionReward(Judge(), prompt="prefopt")(["q"], ["<caption>c</caption>"], ["B"], "multiple choice", problem=["q"])
+    assert seen[0] == "You are a helpful assistant" and "cannot see" in seen[1]

@@ -44,6 +44,7 @@ class RewardSettings:
     format_weight: float = 0.1
     caption: bool = True
     caption_weight: float = 1.0
+    caption_prompt: str = "seed"  # seed: the released GWYS judge wording | prefopt: prefopt's rewording
     judge: dict[str, Any] = field(default_factory=dict)  # fields of prefopt.rewards.judge.JudgeConfig
 
 
@@ -178,6 +179,12 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
             raise ConfigError(f"{where}: training.{key} is not a GRPOConfig field{_suggest(key, known)}")
     if recipe.rewards.caption:
         judge_config(recipe, where)
+        from prefopt.rewards.caption import PROMPTS
+
+        if recipe.rewards.caption_prompt not in PROMPTS:
+            raise ConfigError(
+                f"{where}: rewards.caption_prompt must be one of {list(PROMPTS)}, got {recipe.rewards.caption_prompt!r}"
+            )
     return recipe
 
 

@@ -345,7 +345,7 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
         from prefopt.rewards.caption import CaptionReward
         from prefopt.rewards.judge import JudgeClient
 
-        funcs.append(CaptionReward(JudgeClient(judge_config(recipe))))
+        funcs.append(CaptionReward(JudgeClient(judge_config(recipe)), prompt=rewards.caption_prompt))
         weights.append(rewards.caption_weight)
     return funcs, weights
 
