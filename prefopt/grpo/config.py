@@ -58,6 +58,7 @@ class NTKSettings:
     temperature: float = 0.5
     weight: float = 0.01
     peers: int = 7  # hidden mode: peers of the same data type per example
+    bank_size: int = 64  # hidden mode: recent distinct prompts kept per data type as peers (never self-copies)
 
     def resolved_threshold(self) -> float:
         """The similarity threshold, defaulting by mode."""

@@ -122,12 +122,15 @@ def ntk_features(
     inputs: dict[str, Any],
     settings: Any,
     temperature: float = 1.0,
+    bank: Any = None,
 ) -> torch.Tensor:
-    """The ``[B, B]`` similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
+    """The square similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
 
     ``hidden[:, t]`` predicts token ``t + 1``, so the completion's predicting states start one position before
-    the first completion token. Gradient mode builds the LM-head gradient Gram matrix and its cosine; hidden mode
-    averages the prompt's hidden states and compares each example with peers of the same data type.
+    the first completion token. Gradient mode builds the LM-head gradient Gram matrix ``[B, B]`` and its cosine;
+    hidden mode averages the prompt's hidden states and compares each distinct prompt with peers of the same
+    data type from the batch's other prompts and the feature ``bank`` (never copies of itself; see
+    :func:`prefopt.grpo.ntk.bank_similarity`), updating the bank.
     """
     from prefopt.grpo import ntk
 
@@ -138,7 +141,8 @@ def ntk_features(
     if settings.mode == "hidden":
         features = ntk.hidden_proxy_features(hidden[:, :prompt_len], inputs["prompt_mask"])
         data_types = inputs.get("data_types") or ["image"] * hidden.size(0)
-        return ntk.peer_similarity(features, data_types, peers=settings.peers)
+        keys = ntk.prompt_keys(inputs["prompt_ids"], inputs["prompt_mask"])
+        return ntk.bank_similarity(features, keys, data_types, bank, peers=settings.peers)
     states = hidden[:, prompt_len - 1 : prompt_len - 1 + completion_ids.size(1)]
     logits = lm_head(states.to(lm_head.weight.dtype)) / temperature
     gram = ntk.gradient_kernel(states, logits, completion_ids, completion_mask)
@@ -223,6 +227,10 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
+        # hidden mode: recent prompts' proxy features, the peers of a micro-batch that holds one prompt's copies
+        from prefopt.grpo.ntk import FeatureBank
+
+        self.ntk_bank = FeatureBank(getattr(self.ntk_settings, "bank_size", 64) if self.ntk_settings else 0)
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
 
     def resume_alignment(self) -> int:
@@ -302,14 +310,16 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
 
         settings = self.ntk_settings
         threshold = settings.resolved_threshold()
-        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
+        bank = getattr(self, "ntk_bank", None) if model.training else None  # evaluation never fills the bank
+        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature, bank=bank)
         # the released proxy counts ties at the threshold as positives; the paper's rule is strict
         inclusive = settings.mode == "hidden"
         nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)
         eye = torch.eye(similarity.size(0), dtype=torch.bool, device=similarity.device)
         compared = ~eye & ~torch.isnan(similarity)
         below = similarity <= threshold if inclusive else similarity < threshold
-        positives = (below & compared).sum(dim=1).float().mean().item()
+        counted = compared.any(dim=1)  # rows that were compared (hidden mode: the batch's prompts, not the bank)
+        positives = (below & compared).sum(dim=1)[counted].float().mean().item() if counted.any() else 0.0
         return nce, positives
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
