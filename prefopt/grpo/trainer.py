@@ -219,9 +219,12 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         ntk: Any = None,
         rollout: str | RolloutStrategy = "single",
         load_video: Callable[[str], Any] | None = None,
+        kl_clamp: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
+        self.kl_clamp = kl_clamp  # the seed's clamp of log π_ref − log π_θ before k3 (prefopt.grpo.kl)
+        self._kl_inputs: dict[str, Any] | None = None
         self.load_video = load_video
         self._video_rows: list[dict[str, Any] | None] | None = None
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
@@ -279,15 +282,27 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
         if self._video_rows is not None:
             model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        if self._kl_inputs is not None and torch.is_grad_enabled():
+            # the policy forward of compute_loss: TRL reads the reference log-probs right after this returns
+            from prefopt.grpo.kl import clamped_reference
+
+            ref = self._kl_inputs["ref_per_token_logps"]
+            self._kl_inputs["ref_per_token_logps"] = clamped_reference(out[0], ref, self.kl_clamp)
+        return out
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
         self._video_rows = inputs.get("video_inputs")
+        ref = inputs.get("ref_per_token_logps")
+        if getattr(self, "kl_clamp", None) and self.beta != 0.0 and ref is not None:
+            self._kl_inputs = inputs
         try:
             return self._loss_with_ntk(model, inputs, return_outputs, num_items_in_batch)
         finally:
-            self._video_rows = None
+            self._video_rows, self._kl_inputs = None, None
+            if ref is not None:
+                inputs["ref_per_token_logps"] = ref  # TRL reuses buffered inputs (num_iterations > 1)
 
     def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
@@ -416,6 +431,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         processing_class=adapter.processor,
         ntk=recipe.ntk,
         rollout=rollout,
+        kl_clamp=recipe.kl_clamp,
         reliability=recipe.reliability,
         load_video=functools.partial(
             load_video_frames,
