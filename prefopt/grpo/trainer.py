@@ -283,12 +283,12 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         if self._video_rows is not None:
             model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
         out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
-        if self._kl_inputs is not None and torch.is_grad_enabled():
+        if self._kl_inputs is not None:
             # the policy forward of compute_loss: TRL reads the reference log-probs right after this returns
             from prefopt.grpo.kl import clamped_reference
 
-            ref = self._kl_inputs["ref_per_token_logps"]
-            self._kl_inputs["ref_per_token_logps"] = clamped_reference(out[0], ref, self.kl_clamp)
+            inputs, self._kl_inputs = self._kl_inputs, None  # once: only the first call is the policy's
+            inputs["ref_per_token_logps"] = clamped_reference(out[0], inputs["ref_per_token_logps"], self.kl_clamp)
         return out
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
