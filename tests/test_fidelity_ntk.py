@@ -106,3 +106,12 @@ def test_ntk_docstring_states_the_configured_gradient_temperature():
     assert NTKSettings().temperature == 0.5 == ntk.GRADIENT_TEMPERATURE
     assert "temperature τ = 0.54" not in ntk.__doc__
     assert "temperature t = 0.5" in ntk.__doc__
+
+
+def test_bank_settings_are_validated():
+    from prefopt.config import ConfigError
+    from prefopt.grpo.config import load_recipe
+
+    assert load_recipe("recipes/tiny/qwen_grpo.yaml", ["ntk.mode=hidden"]).ntk.bank_size == 64
+    with pytest.raises(ConfigError, match="bank_size"):
+        load_recipe("recipes/tiny/qwen_grpo.yaml", ["ntk.bank_size=-1"])

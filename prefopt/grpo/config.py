@@ -178,6 +178,10 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
     _validate_kl_clamp(recipe, where)
     if recipe.ntk.mode not in NTK_MODES:
         raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
+    if recipe.ntk.peers < 1 or recipe.ntk.bank_size < 0:
+        raise ConfigError(
+            f"{where}: ntk needs peers >= 1 and bank_size >= 0, got {recipe.ntk.peers} and {recipe.ntk.bank_size}"
+        )
     from trl import GRPOConfig
 
     known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
