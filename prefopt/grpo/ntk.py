@@ -12,10 +12,15 @@ Two feature modes:
   * :func:`kernel_vocab_chunks`: per vocabulary chunk c, ``G_i^c = (E - P)_cᵀ H_i`` for all samples
     (memory ``B · chunk · d``), accumulating ``K += G^c G^cᵀ``; about ``2·N·V·d + B²·V·d`` work.
 
-  Default temperature τ = 0.54 (the paper's threshold), weight 0.01.
+  Defaults: threshold τ = 0.54 (the paper's), InfoNCE temperature t = 0.5 (``ntk.temperature``, the value
+  the config and recipes use for both modes), weight 0.01.
 - ``hidden`` (the released code, a proxy): :func:`hidden_proxy_features` (mean last-layer hidden state
-  over non-pad prompt tokens) compared by :func:`peer_similarity` with 7 random peers of the same data
-  type; temperature 0.5, threshold 0.5, weight 0.01.
+  over non-pad prompt tokens) compared with 7 random peers of the same data type; temperature 0.5,
+  threshold 0.5, weight 0.01. The released code draws the peers from the whole dataset; a GRPO micro-batch
+  holds G copies of ONE prompt, so peers taken from the micro-batch would all be copies (cosine 1, a
+  constant loss with no gradient). :func:`bank_similarity` therefore draws them from the other prompts of
+  the batch and a :class:`FeatureBank` of recent prompts' features (detached, by data type), never from
+  copies of the same prompt (same prompt token ids). :func:`peer_similarity` is the within-batch draw.
 
 :func:`info_nce` turns a similarity matrix into the loss: pairs BELOW the threshold are positives
 (pulled together, i.e. the loss lowers their conflict), the rest negatives. All functions are pure and
@@ -24,7 +29,9 @@ differentiable; inputs are not modified.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import deque
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +46,9 @@ __all__ = [
     "info_nce",
     "hidden_proxy_features",
     "peer_similarity",
+    "bank_similarity",
+    "prompt_keys",
+    "FeatureBank",
     "GRADIENT_TEMPERATURE",
     "GRADIENT_THRESHOLD",
     "HIDDEN_TEMPERATURE",
@@ -47,7 +57,7 @@ __all__ = [
 ]
 
 GRADIENT_THRESHOLD = 0.54  # τ of the paper: gradient-cosine below it = positive pair
-GRADIENT_TEMPERATURE = 0.54
+GRADIENT_TEMPERATURE = 0.5  # InfoNCE temperature t (config and recipes); the paper's 0.54 is the threshold
 HIDDEN_THRESHOLD = 0.5  # released code
 HIDDEN_TEMPERATURE = 0.5
 NCE_WEIGHT = 0.01
@@ -277,3 +287,88 @@ def peer_similarity(
     unit = F.normalize(features, dim=-1)
     cos = unit @ unit.T
     return torch.where(drawn, cos, torch.full_like(cos, math.nan))
+
+
+def prompt_keys(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[str]:
+    """One key per row naming its prompt (a digest of the non-pad prompt token ids): copies share a key."""
+    keys = []
+    for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True):
+        kept = [t for t, m in zip(ids, mask, strict=True) if m]
+        keys.append(hashlib.sha1(repr(kept).encode()).hexdigest())
+    return keys
+
+
+class FeatureBank:
+    """The last ``size`` distinct prompts' proxy features per data type (detached), keyed by prompt."""
+
+    def __init__(self, size: int = 64):
+        if size < 0:
+            raise ValueError(f"bank size must be >= 0, got {size}")
+        self.size = size
+        self._by_type: dict[str, deque[tuple[str, torch.Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_type.values())
+
+    def entries(self) -> list[tuple[str, str, torch.Tensor]]:
+        """All stored ``(key, data_type, feature)`` triples, oldest first within a type."""
+        return [(key, kind, feat) for kind, q in self._by_type.items() for key, feat in q]
+
+    def add(self, key: str, data_type: str, feature: torch.Tensor) -> None:
+        """Store a prompt's feature (a newer feature of the same prompt replaces the older one)."""
+        if self.size == 0:
+            return
+        q = self._by_type.setdefault(data_type, deque())
+        for i, (old, _) in enumerate(q):
+            if old == key:
+                del q[i]
+                break
+        q.append((key, feature.detach()))
+        while len(q) > self.size:
+            q.popleft()
+
+
+def bank_similarity(
+    features: torch.Tensor,
+    keys: list[str],
+    data_types: list[str],
+    bank: FeatureBank | None = None,
+    peers: int = 7,
+    generator: torch.Generator | None = None,
+    update: bool = True,
+) -> torch.Tensor:
+    """Cosine similarity of each distinct prompt of the batch with up to ``peers`` OTHER prompts of its type.
+
+    ``features`` [B,d] with per-row prompt ``keys`` and ``data_types``. Candidates are the batch's other
+    distinct prompts (gradients flow on both sides) and the ``bank``'s entries (detached); a candidate with
+    the anchor's key (a copy of the same prompt) is never drawn. Returns a square [N,N] matrix over the
+    batch's distinct prompts (first rows, in order of first appearance) followed by the bank entries; rows
+    and pairs not compared are NaN, as :func:`info_nce` expects. With ``update`` the batch's distinct prompts
+    are stored in the bank afterwards.
+    """
+    B = features.shape[0]
+    if len(keys) != B or len(data_types) != B:
+        raise ValueError(f"got {len(keys)} keys and {len(data_types)} data types for {B} features")
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    rows = list(first.values())
+    stored = bank.entries() if bank is not None else []
+    all_keys = [keys[i] for i in rows] + [k for k, _, _ in stored]
+    all_types = [data_types[i] for i in rows] + [t for _, t, _ in stored]
+    parts = [features[rows]] + [f.to(features.device, features.dtype).unsqueeze(0) for _, _, f in stored]
+    feats = torch.cat(parts, dim=0)
+    U, N = len(rows), len(all_keys)
+    drawn = torch.zeros(N, N, dtype=torch.bool, device=features.device)
+    for i in range(U):
+        same = [j for j in range(N) if all_keys[j] != all_keys[i] and all_types[j] == all_types[i]]
+        if same:
+            order = torch.randperm(len(same), generator=generator)[:peers].tolist()
+            drawn[i, [same[k] for k in order]] = True
+    unit = F.normalize(feats, dim=-1)
+    cos = unit @ unit.T
+    sim = torch.where(drawn, cos, torch.full_like(cos, math.nan))
+    if update and bank is not None:
+        for i in rows:
+            bank.add(keys[i], data_types[i], features[i])
+    return sim

@@ -124,12 +124,15 @@ def ntk_features(
     inputs: dict[str, Any],
     settings: Any,
     temperature: float = 1.0,
+    bank: Any = None,
 ) -> torch.Tensor:
-    """The ``[B, B]`` similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
+    """The square similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
 
     ``hidden[:, t]`` predicts token ``t + 1``, so the completion's predicting states start one position before
-    the first completion token. Gradient mode builds the LM-head gradient Gram matrix and its cosine; hidden mode
-    averages the prompt's hidden states and compares each example with peers of the same data type.
+    the first completion token. Gradient mode builds the LM-head gradient Gram matrix ``[B, B]`` and its cosine;
+    hidden mode averages the prompt's hidden states and compares each distinct prompt with peers of the same
+    data type from the batch's other prompts and the feature ``bank`` (never copies of itself; see
+    :func:`prefopt.grpo.ntk.bank_similarity`), updating the bank.
     """
     from prefopt.grpo import ntk
 
@@ -140,7 +143,8 @@ def ntk_features(
     if settings.mode == "hidden":
         features = ntk.hidden_proxy_features(hidden[:, :prompt_len], inputs["prompt_mask"])
         data_types = inputs.get("data_types") or ["image"] * hidden.size(0)
-        return ntk.peer_similarity(features, data_types, peers=settings.peers)
+        keys = ntk.prompt_keys(inputs["prompt_ids"], inputs["prompt_mask"])
+        return ntk.bank_similarity(features, keys, data_types, bank, peers=settings.peers)
     states = hidden[:, prompt_len - 1 : prompt_len - 1 + completion_ids.size(1)]
     logits = lm_head(states.to(lm_head.weight.dtype)) / temperature
     gram = ntk.gradient_kernel(states, logits, completion_ids, completion_mask)
@@ -211,16 +215,23 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         rollout: str | RolloutStrategy = "single",
         load_video: Callable[[str], Any] | None = None,
         adapter: Any = None,
+        kl_clamp: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         # the only holder of model-family facts; built around the trainer's model when not given
         self.adapter = adapter or adapter_for_model(self.model)(self.model, self.processing_class)
+        self.kl_clamp = kl_clamp  # the seed's clamp of log π_ref − log π_θ before k3 (prefopt.grpo.kl)
+        self._kl_inputs: dict[str, Any] | None = None
         self.load_video = load_video
         self._video_rows: list[dict[str, Any] | None] | None = None
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
+        # hidden mode: recent prompts' proxy features, the peers of a micro-batch that holds one prompt's copies
+        from prefopt.grpo.ntk import FeatureBank
+
+        self.ntk_bank = FeatureBank(getattr(self.ntk_settings, "bank_size", 64) if self.ntk_settings else 0)
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
 
     def resume_alignment(self) -> int:
@@ -268,15 +279,27 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
         if self._video_rows is not None:
             model = _WithVideos(model, self._video_rows, self.adapter)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        if self._kl_inputs is not None:
+            # the policy forward of compute_loss: TRL reads the reference log-probs right after this returns
+            from prefopt.grpo.kl import clamped_reference
+
+            inputs, self._kl_inputs = self._kl_inputs, None  # once: only the first call is the policy's
+            inputs["ref_per_token_logps"] = clamped_reference(out[0], inputs["ref_per_token_logps"], self.kl_clamp)
+        return out
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
         self._video_rows = inputs.get("video_inputs")
+        ref = inputs.get("ref_per_token_logps")
+        if getattr(self, "kl_clamp", None) and self.beta != 0.0 and ref is not None:
+            self._kl_inputs = inputs
         try:
             return self._loss_with_ntk(model, inputs, return_outputs, num_items_in_batch)
         finally:
-            self._video_rows = None
+            self._video_rows, self._kl_inputs = None, None
+            if ref is not None:
+                inputs["ref_per_token_logps"] = ref  # TRL reuses buffered inputs (num_iterations > 1)
 
     def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
@@ -299,14 +322,16 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
 
         settings = self.ntk_settings
         threshold = settings.resolved_threshold()
-        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
+        bank = getattr(self, "ntk_bank", None) if model.training else None  # evaluation never fills the bank
+        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature, bank=bank)
         # the released proxy counts ties at the threshold as positives; the paper's rule is strict
         inclusive = settings.mode == "hidden"
         nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)
         eye = torch.eye(similarity.size(0), dtype=torch.bool, device=similarity.device)
         compared = ~eye & ~torch.isnan(similarity)
         below = similarity <= threshold if inclusive else similarity < threshold
-        positives = (below & compared).sum(dim=1).float().mean().item()
+        counted = compared.any(dim=1)  # rows that were compared (hidden mode: the batch's prompts, not the bank)
+        positives = (below & compared).sum(dim=1)[counted].float().mean().item() if counted.any() else 0.0
         return nce, positives
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -342,7 +367,7 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
         from prefopt.rewards.caption import CaptionReward
         from prefopt.rewards.judge import JudgeClient
 
-        funcs.append(CaptionReward(JudgeClient(judge_config(recipe))))
+        funcs.append(CaptionReward(JudgeClient(judge_config(recipe)), prompt=rewards.caption_prompt))
         weights.append(rewards.caption_weight)
     return funcs, weights
 
@@ -386,6 +411,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         ntk=recipe.ntk,
         rollout=rollout,
         adapter=adapter,
+        kl_clamp=recipe.kl_clamp,
         reliability=recipe.reliability,
         load_video=functools.partial(
             load_video_frames,

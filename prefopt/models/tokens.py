@@ -2,11 +2,19 @@
 
 The REVERSE tags are declared here, once (:data:`REVERSE_TOKENS`); every other module imports them.
 
-How this departs from the REVERSE seed code: the seed resized the embeddings and left the new rows at
-their random initialisation. Here each new row of the input *and* output embedding starts at the mean
-of the rows the tokenizer already used (the "mean resizing" argument of Hewitt, 2021: the new tokens
-then barely move the next-token distribution before training). Qwen2.5-VL checkpoints carry spare
-embedding rows beyond the tokenizer; new ids go into those rows instead of growing the matrix.
+What the REVERSE seed scripts do (``scripts/add_new_token_to_{llava,qwen}.py``, transformers 4.43): add the
+three tags, then ``model.resize_token_embeddings(len(tokenizer))``.
+
+- LLaVA (Vicuna, 32000 rows, all used): the matrices grow by three rows, which transformers 4.43 fills with
+  the model's random weight initialisation.
+- Qwen2.5-VL (151936 rows for 151665 tokenizer ids): ``len(tokenizer)`` is then 151668, so the resize SHRINKS
+  both matrices to 151668 rows; the tags get ids 151665-151667, i.e. spare rows that keep whatever values
+  the checkpoint stored there, and the remaining spare rows are dropped.
+
+How prefopt departs: the matrices never shrink (a Qwen checkpoint keeps its row count, the tags take spare
+rows), and each new row of the input *and* output embedding starts at the mean of the rows the tokenizer
+already used, for both families (the "mean resizing" argument of Hewitt, 2021: the new tokens then barely
+move the next-token distribution before training). Rows grow only when the ids do not fit.
 """
 
 from __future__ import annotations

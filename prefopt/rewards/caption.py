@@ -2,8 +2,15 @@
 
 For each completion the ``<caption>`` text and the question (with its options, no image) go to the
 judge, which is asked to answer in the R1 format; the judge's answer is scored against the solution with
-the accuracy rule of the problem type (:func:`prefopt.rewards.answers.score`), times ``weight``.
-A missing or empty caption, or a judgement that failed after retries, gives 0 and is counted.
+the accuracy rule of the problem type (:func:`prefopt.rewards.answers.score`), times ``weight``; a reply
+without a complete ``<answer>…</answer>`` scores 0. A missing or empty caption, or a judgement that
+failed after retries, gives 0 and is counted.
+
+Two prompt wordings (``rewards.caption_prompt``): ``seed`` (default) asks as the released GWYS code does
+(system "You are a helpful assistant", "Visual description: … Question: …" and the R1 instruction in the
+seed's words), so rewards compare with the paper's runs; ``prefopt`` is a rewording that tells the judge in
+the system turn that it cannot see the image and asks the R1 format in plain imperative English. The
+rewording reads better but has not been measured against the seed's on a real judge, hence not default.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prefopt.grpo.prompts import build_prompt, render_options
+from prefopt.grpo.prompts import TYPE_SUFFIX, build_prompt, render_options
 from prefopt.rewards.answers import score
 from prefopt.rewards.judge import JudgeClient
 from prefopt.rewards.text import completion_text, extract_tag, prompt_text
@@ -22,12 +29,43 @@ JUDGE_SYSTEM = (
 )
 
 
+SEED_JUDGE_SYSTEM = "You are a helpful assistant"
+#: The released GWYS caption-judge request, in its wording (spacing and grammar kept so rewards compare).
+SEED_JUDGE_TEMPLATE = (
+    "Please answer the question only according to the text description of the visual information below "
+    "without any visual information.\n"
+    "Visual description:\n {caption} \n"
+    "Question:\n {question} \n"
+    "first thinks about the reasoning process in the mind and then provides the user with the answer. "
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "i.e., <think> reasoning process here </think><answer> answer here </answer>"
+)
+PROMPTS = ("seed", "prefopt")
+
+
 def judge_prompt(
-    caption: str, problem: str, problem_type: str, options: list[str] | tuple[str, ...] = ()
+    caption: str,
+    problem: str,
+    problem_type: str,
+    options: list[str] | tuple[str, ...] = (),
+    style: str = "seed",
 ) -> str:
-    """The text sent to the judge: the caption, then the question in the R1 format for its type."""
+    """The text sent to the judge: the caption, then the question with R1 answer instructions for its type."""
+    if style == "seed":
+        if problem_type not in TYPE_SUFFIX:
+            raise ValueError(f"unknown problem_type {problem_type!r}; expected one of {', '.join(TYPE_SUFFIX)}")
+        # as the seed's format_question: problem + "Options:\n" + each option and a newline
+        question = render_options(problem.strip(), options) + ("\n" if options else "")
+        return SEED_JUDGE_TEMPLATE.format(caption=caption, question=question) + TYPE_SUFFIX[problem_type]
+    if style != "prefopt":
+        raise ValueError(f"unknown caption judge prompt {style!r}; choose one of {', '.join(PROMPTS)}")
     question = render_options(f"Image description: {caption}\n\nQuestion: {problem.strip()}\n", options)
     return build_prompt(question, problem_type, template="r1")
+
+
+def judge_system(style: str = "seed") -> str:
+    """The system turn that goes with :func:`judge_prompt` of the same ``style``."""
+    return SEED_JUDGE_SYSTEM if style == "seed" else JUDGE_SYSTEM
 
 
 def _column(value: Any, n: int) -> list[Any]:
@@ -42,9 +80,12 @@ class CaptionReward:
 
     __name__ = "caption"
 
-    def __init__(self, judge: JudgeClient, weight: float = 1.0):
+    def __init__(self, judge: JudgeClient, weight: float = 1.0, prompt: str = "seed"):
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown caption judge prompt {prompt!r}; choose one of {', '.join(PROMPTS)}")
         self.judge = judge
         self.weight = weight
+        self.prompt = prompt
         self._lock = threading.Lock()
         self._counts = {"completions": 0, "empty": 0, "failed": 0, "reward_sum": 0.0}
 
@@ -69,8 +110,8 @@ class CaptionReward:
         for i, completion in enumerate(completions):
             caption = extract_tag(completion_text(completion), "caption")
             if caption:
-                asks.append((i, judge_prompt(caption, problems[i], types[i], options[i] or ())))
-        answers = self.judge.ask_many([text for _, text in asks], system=JUDGE_SYSTEM)
+                asks.append((i, judge_prompt(caption, problems[i], types[i], options[i] or (), self.prompt)))
+        answers = self.judge.ask_many([text for _, text in asks], system=judge_system(self.prompt))
         failed = 0
         for (i, _), answer in zip(asks, answers, strict=True):
             if answer is None:

@@ -56,8 +56,10 @@ class JudgeConfig:
     backoff: float = 1.0
     cache_dir: str | None = None
     fail_fast: bool = False
-    max_tokens: int = 256
-    temperature: float = 0.0
+    # None leaves the field out of the request, as the seed's call did: a cap (the old 256) cut reasoning
+    # judges off before their </answer>, which then scores 0; None temperature is the provider's default.
+    max_tokens: int | None = None
+    temperature: float | None = None
     down_after: int = 8  # consecutive failed prompts before the "judge down" warning (or error)
 
 
@@ -270,10 +272,7 @@ class JudgeClient:
         start = time.perf_counter()
         try:
             response = client.chat.completions.create(
-                model=self.config.model,
-                messages=messages,
-                max_tokens=self.config.max_tokens,
-                temperature=self.config.temperature,
+                model=self.config.model, messages=messages, **self._sampling()
             )
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -291,6 +290,11 @@ class JudgeClient:
             self._latency_total += time.perf_counter() - start
             self._counts["successes"] += 1
         return answer
+
+    def _sampling(self) -> dict[str, Any]:
+        """The optional request fields that are set (an unset one is left to the provider)."""
+        fields = {"max_tokens": self.config.max_tokens, "temperature": self.config.temperature}
+        return {k: v for k, v in fields.items() if v is not None}
 
     def _record_outcome(self, ok: bool) -> None:
         with self._lock:

@@ -49,7 +49,8 @@ class SFTRecipe:
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: SFTDataSettings = field(default_factory=SFTDataSettings)
     reverse: bool = False  # REVERSE hallucination-aware labels (SPEC 4.2)
-    tag_weight: float = 1.0  # loss weight of the REVERSE tag tokens
+    tag_weight: float = 1.0  # loss weight of the REVERSE tag tokens (the released scripts: none, i.e. 1)
+    hint_prob: float = 0.2  # REVERSE: chance a served record's question names its </UN> phrases (seed 0.2)
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +69,8 @@ def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
         )
     if recipe.data.format != "llava":
         raise ConfigError(f"{where}: data.format must be 'llava', got {recipe.data.format!r}")
+    if not 0.0 <= recipe.hint_prob <= 1.0:
+        raise ConfigError(f"{where}: hint_prob must be in [0, 1], got {recipe.hint_prob}")
     known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     for key in recipe.training:
         if key not in known:

@@ -106,10 +106,16 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training: {err}") from err
     collator = ConversationCollator(adapter, reverse=recipe.reverse, tag_weight=recipe.tag_weight)
+    dataset: Any = _ListDataset(examples)
+    if recipe.reverse and recipe.hint_prob > 0:
+        from prefopt.reverse.data import HintedDataset
+
+        # REVERSE: the seed's hint injection, drawn each time a record is served
+        dataset = HintedDataset(examples, recipe.hint_prob, seed=args.seed)
     return ConversationSFTTrainer(
         model=adapter.model,
         args=args,
-        train_dataset=_ListDataset(examples),
+        train_dataset=dataset,
         data_collator=collator,
         processing_class=adapter.processor,
         reliability=recipe.reliability,
