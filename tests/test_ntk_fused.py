@@ -1,0 +1,73 @@
+"""NTK gradient mode inside the loss's LM-head chunks (issue 21 item 2): the fused pass's log-probs, entropies
+and Gram matrix equal the full-logits computation, and so do their gradients (autograd of the full form)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prefopt.grpo import ntk
+
+
+def _problem(seed: int, bias: bool, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    B, T, d, V = 3, 5, 6, 23
+    hidden = torch.randn(B, T, d, generator=g, dtype=dtype, requires_grad=True)
+    weight = torch.randn(V, d, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(V, generator=g, dtype=dtype, requires_grad=True) if bias else None
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, 1] = labels[1, 2]  # repeated targets exercise [y_t = y_s]
+    mask = (torch.rand(B, T, generator=g) > 0.25).to(dtype)
+    mask[2, :2] = 0.5  # fractional token weights (tool masks are 0/1, the maths takes any)
+    return hidden, weight, b, labels, mask
+
+
+def _full(hidden, weight, b, labels, mask, temperature):
+    logits = F.linear(hidden, weight, b) / temperature
+    logp = logits.log_softmax(-1)
+    token = logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    gram = ntk.kernel_token_pairs(hidden, logits, labels, mask)
+    return token, entropy, gram
+
+
+@pytest.mark.parametrize("budget", [7, 40, 10_000])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_pass_matches_full_values_and_gradients(budget, temperature, bias):
+    hidden, weight, b, labels, mask = _problem(0, bias)
+    B, T, _ = hidden.shape
+    sample = torch.arange(B).repeat_interleave(T)
+    flat = hidden.reshape(B * T, -1)
+    logps, entropy, gram = ntk.fused_logps_and_gram(flat, weight, labels.reshape(-1), sample, B,
+                                                    weights=mask.reshape(-1), bias=b, temperature=temperature,
+                                                    budget=budget)
+    want_logps, want_entropy, want_gram = _full(hidden, weight, b, labels, mask, temperature)
+    torch.testing.assert_close(logps.double(), want_logps.reshape(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy.double(), want_entropy.reshape(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gram.double(), want_gram, atol=1e-5, rtol=1e-5)
+    # a loss using both outputs, as the trainer's (GRPO term on log-probs + InfoNCE on the cosine)
+    g = torch.Generator().manual_seed(5)
+    up_logps, up_gram = torch.randn(B * T, generator=g), torch.randn(B, B, generator=g)
+    params = [hidden, weight] + ([b] if bias else [])
+    got = torch.autograd.grad((logps * up_logps).sum() + (gram * up_gram).sum(), params)
+    want = torch.autograd.grad((want_logps.reshape(-1) * up_logps).sum() + (want_gram * up_gram).sum(), params)
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x.double(), y, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_gram_through_cosine_and_info_nce():
+    """The trainer's own composition: InfoNCE of the cosine of K, backpropagated to hidden states and head."""
+    hidden, weight, _, labels, mask = _problem(3, False, torch.float32)
+    B, T, _ = hidden.shape
+    sample = torch.arange(B).repeat_interleave(T)
+    _, _, gram = ntk.fused_logps_and_gram(hidden.reshape(B * T, -1), weight, labels.reshape(-1), sample, B,
+                                          weights=mask.reshape(-1), budget=9)
+    loss = ntk.info_nce(ntk.cosine_from_gram(gram), 0.54, 0.54)
+    got = torch.autograd.grad(loss, [hidden, weight])
+    ref = ntk.info_nce(ntk.cosine_from_gram(_full(hidden, weight, None, labels, mask, 1.0)[2]), 0.54, 0.54)
+    want = torch.autograd.grad(ref, [hidden, weight])
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
