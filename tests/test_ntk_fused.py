@@ -71,3 +71,59 @@ def test_fused_gram_through_cosine_and_info_nce():
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     for x, y in zip(got, want, strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_policy_forward_with_gram_matches_explicit_forward(tiny_model_dirs, family):
+    """The trainer's fused loss forward gives TRL's per-token log-probs / entropies and the NTK Gram of an
+    explicit full-logits forward, with the same gradients for every trained parameter."""
+    from PIL import Image
+
+    from prefopt.grpo.fused_head import policy_forward_with_gram, supports_fused_head
+    from prefopt.models.adapter import load_adapter
+
+    adapter = load_adapter(str(tiny_model_dirs[family]))
+    model = adapter.model.float()
+    prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+               for q in ("Is there a circle?", "Which shape is red?")]
+    images = [[Image.new("RGB", (56, 56), (200, 40 * i, 40))] for i in range(2)]
+    enc = adapter.encode_prompts(prompts, images)
+    torch.manual_seed(0)
+    completion_ids = torch.randint(5, 60, (2, 6))
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[1, 4:] = 0
+    ntk_mask = completion_mask.clone()
+    ntk_mask[0, 1] = 0  # a tool token: scored by the loss, not in the kernel
+    input_ids = torch.cat([enc["input_ids"], completion_ids], dim=1)
+    attention = torch.cat([enc["attention_mask"], completion_mask], dim=1)
+    media = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if key in media:
+            media[key] = torch.cat([media[key], torch.zeros_like(completion_ids)], dim=1)
+    assert supports_fused_head(model)
+    temperature, k = 0.9, completion_ids.size(1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    logps, entropy, gram = policy_forward_with_gram(model, model, input_ids, attention, k, ntk_mask, temperature,
+                                                    dict(media, num_images=[1, 1]))
+    g = torch.Generator().manual_seed(1)
+    up, gam = torch.randn(2, k, generator=g), torch.randn(2, 2, generator=g)
+    got = torch.autograd.grad((logps * up).sum() + (gram * gam).sum(), params, allow_unused=True)
+
+    out = model(input_ids=input_ids, attention_mask=attention, output_hidden_states=True, **media)
+    p = enc["input_ids"].size(1)
+    logits = out.logits[:, p - 1 : p - 1 + k].float() / temperature
+    logp = logits.log_softmax(-1)
+    want_logps = logp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1) * completion_mask
+    want_entropy = -(logp.exp() * logp).sum(-1) * completion_mask
+    # padded positions are not scored: mask them out of the explicit kernel too
+    want_gram = ntk.gradient_kernel(out.hidden_states[-1][:, p - 1 : p - 1 + k], logits, completion_ids,
+                                    ntk_mask * completion_mask)
+    torch.testing.assert_close(logps, want_logps, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entropy, want_entropy.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gram, want_gram, atol=1e-5, rtol=1e-5)
+    want = torch.autograd.grad((want_logps * up).sum() + (want_gram * gam).sum(), params, allow_unused=True)
+    for a, b in zip(got, want, strict=True):
+        if b is None:
+            assert a is None or not a.any()
+        else:
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

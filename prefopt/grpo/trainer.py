@@ -224,6 +224,8 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
+        # gradient-mode NTK: the loss forward's own LM-head chunks also build the Gram matrix (fused_head.py)
+        self._fused_ntk: dict[str, Any] | None = None
 
     def resume_alignment(self) -> int:
         """Optimizer steps per generation batch: TRL's buffered completions are not checkpointed, so a
@@ -269,9 +271,24 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         for key in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts"):
             kwargs.pop(key, None)  # TRL's whole-batch video tensors: supplied per row chunk below instead
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
+        call = model
         if self._video_rows is not None:
-            model = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            call = _WithVideos(model, self._video_rows, self._image_pad_token_id, self._video_pad_token_id)
+        if self._fused_ntk is not None and self._fused_ntk["gram"] is None:
+            return self._fused_policy_logps(model, call, input_ids, *args, **kwargs)
+        return super()._get_per_token_logps_and_entropies(call, input_ids, *args, **kwargs)
+
+    def _fused_policy_logps(self, model, call, input_ids, attention_mask, logits_to_keep, **kwargs):
+        """The loss forward's log-probs and entropies, with the NTK Gram matrix from the same head chunks."""
+        from prefopt.grpo.fused_head import policy_forward_with_gram
+
+        for key in ("batch_size", "compute_entropy", "compute_aux_loss"):
+            kwargs.pop(key, None)
+        logps, entropy, gram = policy_forward_with_gram(
+            model, call, input_ids, attention_mask, logits_to_keep, self._fused_ntk["mask"], self.temperature,
+            kwargs, self.accelerator.autocast())
+        self._fused_ntk["gram"] = gram
+        return logps, entropy, None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
@@ -284,9 +301,15 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
     def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self._capture.armed_for():
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        nce, positives = self.ntk_loss(self._capture.hidden(), inputs, model)
+        self._fused_ntk = self._fused_ntk_request(model, inputs)
+        try:
+            with self._capture.armed_for():
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            fused, self._fused_ntk = self._fused_ntk, None
+        gram = fused["gram"] if fused is not None else None
+        hidden = self._capture.hidden() if gram is None else None
+        nce, positives = self.ntk_loss(hidden, inputs, model, gram=gram)
         mode = "train" if self.model.training else "eval"
         # TRL scales its loss for gradient accumulation itself; scale the extra term the same way
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
@@ -294,15 +317,35 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self._metrics[mode]["ntk/positives"].append(positives)
         return loss + self.ntk_settings.weight * nce / normalizer
 
+    def _fused_ntk_request(self, model: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the loss forward for the Gram matrix when the gradient mode can share its head chunks.
+
+        Not with an entropy bonus (TRL backpropagates through the entropies, which the fused pass only
+        reports), an MoE aux loss, or a non-linear (LoRA-wrapped) head: those keep TRL's head + recompute.
+        """
+        from prefopt.grpo.fused_head import supports_fused_head
+
+        if self.ntk_settings.mode != "gradient" or self._entropy_bonus_enabled or self.aux_loss_enabled:
+            return None
+        if not supports_fused_head(model):
+            return None
+        mask = inputs["completion_mask"]
+        if inputs.get("tool_mask") is not None:
+            mask = mask * inputs["tool_mask"]  # multi-turn rollouts: policy tokens only
+        return {"mask": mask, "gram": None}
+
     def ntk_loss(
-        self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any
+        self, hidden: torch.Tensor | None, inputs: dict[str, Any], model: Any, gram: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
-        """InfoNCE over the batch and the mean number of positives per example."""
+        """InfoNCE over the batch and the mean number of positives per example (``gram``: from the loss pass)."""
         from prefopt.grpo import ntk
 
         settings = self.ntk_settings
         threshold = settings.resolved_threshold()
-        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
+        if gram is not None:
+            similarity = ntk.cosine_from_gram(gram)
+        else:
+            similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
         # the released proxy counts ties at the threshold as positives; the paper's rule is strict
         inclusive = settings.mode == "hidden"
         nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)
