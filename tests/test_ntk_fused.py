@@ -127,3 +127,52 @@ def test_policy_forward_with_gram_matches_explicit_forward(tiny_model_dirs, fami
             assert a is None or not a.any()
         else:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_grpo_run_takes_the_fused_path_and_matches_the_recompute(tiny_qwen_dir, tmp_path, monkeypatch):
+    """Two tiny GRPO runs from the same seed: the fused loss forward (default) and TRL's head + the old
+    recompute give the same losses and NTK terms; the fused one never recomputes logits from hidden states."""
+    import json
+
+    from PIL import Image
+
+    import prefopt.grpo.fused_head as fused_head
+    from prefopt.cli import main
+    from prefopt.grpo import trainer as grpo_trainer
+
+    rows = []
+    for i, q in enumerate(("Is there a circle?", "Is there a star?", "Is there a square?", "Is there a cross?")):
+        Image.new("RGB", (56, 56), (60 * i, 90, 200 - 40 * i)).save(tmp_path / f"p{i}.png")
+        rows.append({"problem": q, "solution": "<answer>yes</answer>", "problem_type": "yes/no",
+                     "data_type": "image", "path": f"p{i}.png", "problem_id": i})
+    (tmp_path / "grpo.json").write_text(json.dumps(rows))
+    calls = {"fused": 0, "recompute": 0}
+    real_fused, real_features = fused_head.policy_forward_with_gram, grpo_trainer.ntk_features
+
+    def counting_fused(*args, **kwargs):
+        calls["fused"] += 1
+        return real_fused(*args, **kwargs)
+
+    def counting_features(*args, **kwargs):
+        calls["recompute"] += 1
+        return real_features(*args, **kwargs)
+
+    monkeypatch.setattr(fused_head, "policy_forward_with_gram", counting_fused)
+    monkeypatch.setattr(grpo_trainer, "ntk_features", counting_features)
+
+    def run(name):
+        out = tmp_path / name
+        assert main(["grpo", "--config", "recipes/tiny/qwen_grpo.yaml", f"model.name_or_path={tiny_qwen_dir}",
+                     f"data.path={tmp_path / 'grpo.json'}", f"data.image_root={tmp_path}", "rewards.caption=false",
+                     f"training.output_dir={out}"]) == 0
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        return [row for row in history if "ntk/loss" in row]
+
+    fused = run("fused")
+    assert calls == {"fused": 2, "recompute": 0}
+    monkeypatch.setattr(grpo_trainer.GroundedGRPOTrainer, "_fused_ntk_request", lambda self, model, inputs: None)
+    recompute = run("recompute")
+    assert calls == {"fused": 2, "recompute": 2}
+    for a, b in zip(fused, recompute, strict=True):
+        for key in ("loss", "ntk/loss", "ntk/positives", "entropy"):
+            assert a[key] == pytest.approx(b[key], abs=1e-4), key
