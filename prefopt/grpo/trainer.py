@@ -226,6 +226,7 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
         # gradient-mode NTK: the loss forward's own LM-head chunks also build the Gram matrix (fused_head.py)
         self._fused_ntk: dict[str, Any] | None = None
+        self._reward_rows: list[dict[str, Any]] | None = None
 
     def resume_alignment(self) -> int:
         """Optimizer steps per generation batch: TRL's buffered completions are not checkpointed, so a
@@ -245,10 +246,12 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         processor = self.processing_class
         if self._video_rows is not None:
             self.processing_class = _VideoAwareProcessor(processor, _row_videos(inputs))
+        self._reward_rows = inputs  # for the judge requests started right after generation (_generate)
         try:
             output = self.rollout.generate_and_score(self, inputs)
         finally:
             rows, self._video_rows, self.processing_class = self._video_rows, None, processor
+            self._reward_rows = None
         if rows is not None:
             output["video_inputs"] = rows  # a list, so TRL's shuffle/split keeps it aligned with the rows
         # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
@@ -256,8 +259,23 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         return output
 
     def _generate(self, prompts: list):
-        """Generation by the rollout strategy (TRL's own for ``single``)."""
-        return self.rollout.generate(self, prompts)
+        """Generation by the rollout strategy (TRL's own for ``single``); then the judge requests start."""
+        result = self.rollout.generate(self, prompts)
+        self._start_rewards(prompts, result[3])
+        return result
+
+    def _start_rewards(self, prompts: list, completions: list) -> None:
+        """Let reward functions with a ``start`` method (the caption judge) send their requests now, so their
+        latency overlaps TRL's old / reference log-prob forwards; the reward call collects the answers."""
+        rows = getattr(self, "_reward_rows", None)
+        if not rows or len(rows) != len(completions):
+            return
+        skip = ("prompt", "completion", "completion_ids")
+        columns = {key: [row.get(key) for row in rows] for key in rows[0] if key not in skip}
+        for func in self.reward_funcs:
+            start = getattr(func, "start", None)
+            if callable(start):
+                start(prompts=prompts, completions=completions, **columns)
 
     def _tokenize_prompts(self, prompts: list):
         """TRL's tokenisation; a row without images gets ``[]`` (not None) so mixed image/video batches encode."""
