@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 
-import pytest
 from PIL import Image
 
 from prefopt.rewards.caption import CaptionReward
