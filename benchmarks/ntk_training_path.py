@@ -11,7 +11,8 @@ What a GRPO step with ``ntk.mode=gradient`` pays on top of its loss, at the 7B h
   states and the token-pair kernel under autograd.
 
 The ratio reported is ``(fused - head) / head``: the NTK's extra cost in units of one LM-head fwd+bwd
-(goal <= 0.3 at 6,144 tokens). Each N runs in a fresh process, so its ``ru_maxrss`` is that row's peak.
+(goal <= 0.3 at 6,144 tokens). Each row runs in a fresh process: its ``ru_maxrss`` (inputs included) and
+the peak the computation adds above its inputs (``VmHWM`` reset, see ``common.peak_memory``) are reported.
 
     python -m benchmarks.ntk_training_path [--quick] [--tokens 256 --tokens 1024 ...] [--d 3584 --vocab 152064]
 """
@@ -35,7 +36,7 @@ def make_inputs(n: int, d: int, vocab: int, rows: int = 16, seed: int = 0):
     """Hidden states [N, d] (requires grad), a frozen head [V, d], targets [N], row of each token [N]."""
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(n, d, generator=g).requires_grad_(True)
-    weight = torch.randn(vocab, d, generator=g) / d**0.5
+    weight = torch.randn(vocab, d, generator=g).div_(d**0.5)  # in place: one [V, d] copy, not two
     targets = torch.randint(0, vocab, (n,), generator=g)
     sample = torch.arange(n) * rows // n
     return hidden, weight, targets, sample, rows
@@ -70,10 +71,12 @@ def one_row(n: int, d: int, vocab: int, side: str, repeats: int) -> dict:
     inputs = make_inputs(n, d, vocab)
     fn = SIDES[side]
     times = []
-    for _ in range(repeats + 1):  # the first call warms the allocator
-        inputs[0].grad = None
-        times.append(common.timed(lambda: fn(*inputs)))
-    return {"tokens": n, "side": side, "seconds": common.summary(times[1:]), "maxrss_mib": common.maxrss_mib()}
+    with common.peak_memory() as mem:  # what the computation adds above its inputs
+        for _ in range(repeats + 1):  # the first call warms the allocator
+            inputs[0].grad = None
+            times.append(common.timed(lambda: fn(*inputs)))
+    return {"tokens": n, "side": side, "seconds": common.summary(times[1:]), "maxrss_mib": common.maxrss_mib(),
+            "added_mib": mem["peak_mib"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(common.ROOT), check=True).stdout
             rows.append(common.parse_result(out))
             r = rows[-1]
-            print(f"N={n:5d} {side:9s} {common.fmt_stats(r['seconds'])}  peak {r['maxrss_mib']:.0f} MiB", flush=True)
+            print(f"N={n:5d} {side:9s} {common.fmt_stats(r['seconds'])}  process peak {r['maxrss_mib']:.0f} MiB, "
+                  f"added above the inputs {r['added_mib']:.0f} MiB", flush=True)
     ratios = []
     for n in tokens:
         by = {r["side"]: r for r in rows if r["tokens"] == n}
