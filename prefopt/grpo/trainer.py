@@ -4,10 +4,14 @@
 
 - rewards: accuracy + 0.1·format + caption (judge over an OpenAI-compatible API) as TRL reward functions
   with reward weights; TRL logs each one as ``rewards/<name>/mean``; judge counters are logged as ``judge/*``;
-- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5). The features come from TRL's own loss forward: a forward hook on
-  the language backbone captures the LM head's input hidden states, so no extra forward is run. TRL's fused LM
-  head never materialises logits, so in gradient mode the completion logits are recomputed from the captured
-  hidden states with the LM head weight (one ``B·T × d × V`` matmul, no transformer layers);
+- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5), with no extra forward. Gradient mode: the policy's loss forward
+  is prefopt's (:mod:`prefopt.grpo.fused_head`): its LM head computes TRL's per-token log-probs, the entropies
+  and the NTK Gram matrix from the same vocabulary chunks, so no logits are recomputed and no ``[N, V]``
+  tensor is kept (TRL's head + a recompute from captured hidden states remains the fallback for an entropy
+  bonus, an MoE aux loss or a LoRA-wrapped head). Hidden mode: a forward hook on the language backbone
+  captures the LM head's input hidden states during TRL's own loss forward;
+- judge latency: the caption judge's requests start right after generation (``_start_rewards``) and are
+  collected when TRL computes the rewards, after its old / reference log-prob forwards;
 - rollouts: chosen by name from :data:`ROLLOUTS` (``single`` = TRL's own generation); other strategies such as
   Ground-R1's multi-round grounding register themselves there.
 
