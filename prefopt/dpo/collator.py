@@ -101,14 +101,17 @@ class PreferenceCollator:
 
 
 def sequence_logps(model: Any, batch: dict[str, Any]) -> Tensor:
-    """Summed log-probs of the supervised (label != -100) tokens of each row: shape ``[rows]``."""
+    """Summed log-probs of the supervised (label != -100) tokens of each row: shape ``[rows]`` float32.
+
+    Only the states that predict a response token reach the LM head, in token chunks
+    (:mod:`prefopt.training.logprobs`): no ``[rows, positions, V]`` logits are ever built.
+    """
+    from prefopt.training.logprobs import response_token_logps, sequence_sums
+
     inputs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
-    logits = model(**inputs, use_cache=False).logits[:, :-1].float()
-    targets = batch["labels"][:, 1:].to(logits.device)
-    mask = targets != -100
-    picked = logits.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    token_logps = picked - torch.logsumexp(logits, dim=-1)
-    return (token_logps * mask).sum(-1)
+    labels = batch["labels"]
+    logps, rows, _ = response_token_logps(model, inputs, labels)
+    return sequence_sums(logps, rows, labels.size(0))
 
 
 def split_by_key(values: Tensor, keys: Sequence[str]) -> dict[str, Tensor]:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "fused_logps_and_gram",
     "gradient_kernel",
     "kernel_token_pairs",
     "kernel_vocab_chunks",
@@ -372,3 +373,140 @@ def bank_similarity(
         for i in rows:
             bank.add(keys[i], data_types[i], features[i])
     return sim
+
+
+# --- gradient mode inside the loss's own LM-head chunks ----------------------------------------------------
+#
+# The GRPO loss needs log softmax(W h_t / τ)[y_t] at every completion token; the gradient kernel needs the
+# same softmax rows. :func:`fused_logps_and_gram` computes both in ONE pass over vocabulary chunks of the
+# logits ``[N, c]``, with an online (running-max) normaliser: the token-pair terms
+# ``Q = P Pᵀ`` and ``A[t, s] = p_s[y_t]`` are accumulated unnormalised and rescaled when a row's maximum
+# grows, so nothing needs the full-vocabulary normaliser before the pass ends. The vocabulary-chunk route
+# (``G^c = (E - P)_cᵀ H``) cannot share the pass: it needs normalised probabilities inside a sum over
+# tokens, i.e. a second pass over the logits. Memory: one ``[N, c]`` chunk plus a few ``[N, N]`` matrices;
+# backward recomputes each chunk (no ``[N, V]`` tensor is kept).
+
+
+def _chunk_logits(hidden, weight, bias, v0: int, v1: int, temperature: float) -> torch.Tensor:
+    b = bias[v0:v1] if bias is not None else None
+    logits = F.linear(hidden.to(weight.dtype), weight[v0:v1], b)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits / temperature if temperature != 1.0 else logits
+
+
+class _FusedLogpsGram(torch.autograd.Function):
+    """Token log-probs, entropies and the LM-head gradient Gram matrix from one pass over vocabulary chunks."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, sample, weights, n_samples, temperature, chunk):  # type: ignore[override]
+        n, v = hidden.size(0), weight.size(0)
+        dev, f32 = hidden.device, torch.promote_types(hidden.dtype, torch.float32)
+        run_max = torch.full((n,), -math.inf, dtype=f32, device=dev)
+        run_sum = torch.zeros(n, dtype=f32, device=dev)
+        run_ez = torch.zeros(n, dtype=f32, device=dev)
+        q = torch.zeros(n, n, dtype=f32, device=dev)  # Σ_v e^{z_t - m_t} e^{z_s - m_s}
+        zy = torch.zeros(n, n, dtype=f32, device=dev)  # zy[t, s] = z_s[y_t] (raw logits)
+        for v0 in range(0, v, chunk):
+            v1 = min(v, v0 + chunk)
+            z = _chunk_logits(hidden, weight, bias, v0, v1, temperature)  # [N, c]
+            new_max = torch.maximum(run_max, z.amax(dim=1))
+            alpha = torch.exp(run_max - new_max)
+            e = torch.exp(z - new_max.unsqueeze(1))
+            run_sum = run_sum * alpha + e.sum(1)
+            run_ez = run_ez * alpha + (e * z).sum(1)
+            q.mul_(alpha.unsqueeze(1) * alpha.unsqueeze(0)).addmm_(e, e.T)
+            hit = ((targets >= v0) & (targets < v1)).nonzero(as_tuple=True)[0]
+            zy[hit] = z[:, targets[hit] - v0].T
+            run_max = new_max
+            del z, e
+        lse = run_max + torch.log(run_sum)
+        logps = zy.diagonal() - lse
+        entropy = lse - run_ez / run_sum
+        q.div_(run_sum.unsqueeze(1) * run_sum.unsqueeze(0))  # Q[t, s] = p_t · p_s
+        a = zy.sub_(lse.unsqueeze(0)).exp_()  # A[t, s] = p_s[y_t]
+        hm = hidden.to(f32) * weights.to(f32).unsqueeze(1)
+        resid = _residual_gram(targets, a, q)
+        s = F.one_hot(sample, n_samples).to(f32)
+        gram = s.T @ ((hm @ hm.T) * resid) @ s
+        ctx.save_for_backward(hidden, weight, bias, targets, sample, weights, lse, q, a)
+        ctx.temperature, ctx.chunk, ctx.n_samples = temperature, chunk, n_samples
+        ctx.mark_non_differentiable(entropy)
+        return logps, entropy, gram
+
+    @staticmethod
+    def backward(ctx, g_logps, _g_entropy, g_gram):  # type: ignore[override]
+        hidden, weight, bias, targets, sample, weights, lse, q, a = ctx.saved_tensors
+        tau, chunk = ctx.temperature, ctx.chunk
+        f32 = torch.promote_types(hidden.dtype, torch.float32)
+        n, v = hidden.size(0), weight.size(0)
+        g_logps = torch.zeros(n, dtype=f32, device=hidden.device) if g_logps is None else g_logps.to(f32)
+        hm = hidden.to(f32) * weights.to(f32).unsqueeze(1)
+        grad_h = torch.zeros(n, hidden.size(1), dtype=f32, device=hidden.device)
+        ps = torch.zeros(n, n, dtype=f32, device=hidden.device)
+        if g_gram is not None:
+            s = F.one_hot(sample, ctx.n_samples).to(f32)
+            omega = s @ g_gram.to(f32) @ s.T  # Ω[t, s] = Γ[b_t, b_s]
+            x = omega * _residual_gram(targets, a, q)  # dL/d(HmHmᵀ)
+            grad_h += ((x + x.T) @ hm) * weights.to(f32).unsqueeze(1)
+            psi = omega * (hm @ hm.T)  # dL/dR
+            ps = psi + psi.T
+        # softmax backward needs Σ_v dP·P per row; with dP = Ps (P - E) it is Σ_u Ps[s,u] (Q[u,s] - A[u,s])
+        c = (ps * q).sum(1) - (ps * a).sum(0)
+        need_w, need_b = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_w = torch.zeros(weight.shape, dtype=f32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=f32, device=bias.device) if need_b else None
+        rows = torch.arange(n, device=hidden.device)
+        for v0 in range(0, v, chunk):
+            v1 = min(v, v0 + chunk)
+            p = _chunk_logits(hidden, weight, bias, v0, v1, tau).sub_(lse.unsqueeze(1)).exp_()  # [N, c]
+            hit = (targets >= v0) & (targets < v1)
+            p_minus_e = p.clone()
+            p_minus_e[rows[hit], targets[hit] - v0] -= 1.0
+            dz = p * (ps @ p_minus_e - c.unsqueeze(1)) - g_logps.unsqueeze(1) * p_minus_e
+            if tau != 1.0:
+                dz.div_(tau)
+            dzw = dz.to(weight.dtype)
+            grad_h += (dzw @ weight[v0:v1]).to(f32)
+            if need_w:
+                grad_w[v0:v1] += dz.T @ hidden.to(f32)
+            if need_b:
+                grad_b[v0:v1] += dz.sum(0)
+            del p, p_minus_e, dz, dzw
+        return (grad_h.to(hidden.dtype), grad_w.to(weight.dtype) if need_w else None,
+                grad_b.to(bias.dtype) if need_b else None, None, None, None, None, None, None)
+
+
+def _residual_gram(targets: torch.Tensor, a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``R = (E - P)(E - P)ᵀ = [y_t = y_s] - A - Aᵀ + Q`` ``[N, N]``."""
+    same = (targets.unsqueeze(1) == targets.unsqueeze(0)).to(q.dtype)
+    return same - a - a.T + q
+
+
+def fused_logps_and_gram(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    sample: torch.Tensor,
+    n_samples: int,
+    weights: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    budget: int = DEFAULT_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logps [N], entropy [N], K [B, B])`` for the ``N`` scored tokens of a batch, in one chunked pass.
+
+    ``hidden`` [N, d] are the LM head's inputs, ``weight`` [V, d] (+ ``bias`` [V]) the head, ``targets`` [N]
+    the predicted tokens, ``sample`` [N] each token's row in ``0..n_samples-1`` and ``weights`` [N] the
+    kernel's token mask (default 1). ``logps`` are ``log softmax((W h + b) / τ)[y]`` (float32, the loss's);
+    ``K`` is :func:`gradient_kernel` of the same tokens (exact, token-pair form); ``entropy`` carries no
+    gradient. Differentiable in ``hidden``, ``weight`` and ``bias``; the vocabulary is processed
+    ``budget // N`` columns at a time.
+    """
+    n = hidden.size(0)
+    if hidden.dim() != 2 or targets.shape != (n,) or sample.shape != (n,):
+        raise ValueError(f"hidden [N, d], targets [N], sample [N]; got {tuple(hidden.shape)}, "
+                         f"{tuple(targets.shape)}, {tuple(sample.shape)}")
+    weights = torch.ones(n, device=hidden.device) if weights is None else weights
+    chunk = max(1, min(weight.size(0), budget // max(1, n)))
+    return _FusedLogpsGram.apply(hidden, weight, bias, targets.long(), sample.long(), weights, int(n_samples),
+                                 float(temperature), int(chunk))

@@ -4,10 +4,14 @@
 
 - rewards: accuracy + 0.1·format + caption (judge over an OpenAI-compatible API) as TRL reward functions
   with reward weights; TRL logs each one as ``rewards/<name>/mean``; judge counters are logged as ``judge/*``;
-- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5). The features come from TRL's own loss forward: a forward hook on
-  the language backbone captures the LM head's input hidden states, so no extra forward is run. TRL's fused LM
-  head never materialises logits, so in gradient mode the completion logits are recomputed from the captured
-  hidden states with the LM head weight (one ``B·T × d × V`` matmul, no transformer layers);
+- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5), with no extra forward. Gradient mode: the policy's loss forward
+  is prefopt's (:mod:`prefopt.grpo.fused_head`): its LM head computes TRL's per-token log-probs, the entropies
+  and the NTK Gram matrix from the same vocabulary chunks, so no logits are recomputed and no ``[N, V]``
+  tensor is kept (TRL's head + a recompute from captured hidden states remains the fallback for an entropy
+  bonus, an MoE aux loss or a LoRA-wrapped head). Hidden mode: a forward hook on the language backbone
+  captures the LM head's input hidden states during TRL's own loss forward;
+- judge latency: the caption judge's requests start right after generation (``_start_rewards``) and are
+  collected when TRL computes the rewards, after its old / reference log-prob forwards;
 - rollouts: chosen by name from :data:`ROLLOUTS` (``single`` = TRL's own generation); other strategies such as
   Ground-R1's multi-round grounding register themselves there.
 
@@ -233,6 +237,9 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
 
         self.ntk_bank = FeatureBank(getattr(self.ntk_settings, "bank_size", 64) if self.ntk_settings else 0)
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
+        # gradient-mode NTK: the loss forward's own LM-head chunks also build the Gram matrix (fused_head.py)
+        self._fused_ntk: dict[str, Any] | None = None
+        self._reward_rows: list[dict[str, Any]] | None = None
 
     def resume_alignment(self) -> int:
         """Optimizer steps per generation batch: TRL's buffered completions are not checkpointed, so a
@@ -252,10 +259,12 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         processor = self.processing_class
         if self._video_rows is not None:
             self.processing_class = _VideoAwareProcessor(processor, _row_videos(inputs))
+        self._reward_rows = inputs  # for the judge requests started right after generation (_generate)
         try:
             output = self.rollout.generate_and_score(self, inputs)
         finally:
             rows, self._video_rows, self.processing_class = self._video_rows, None, processor
+            self._reward_rows = None
         if rows is not None:
             output["video_inputs"] = rows  # a list, so TRL's shuffle/split keeps it aligned with the rows
         # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
@@ -263,8 +272,23 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         return output
 
     def _generate(self, prompts: list):
-        """Generation by the rollout strategy (TRL's own for ``single``)."""
-        return self.rollout.generate(self, prompts)
+        """Generation by the rollout strategy (TRL's own for ``single``); then the judge requests start."""
+        result = self.rollout.generate(self, prompts)
+        self._start_rewards(prompts, result[3])
+        return result
+
+    def _start_rewards(self, prompts: list, completions: list) -> None:
+        """Let reward functions with a ``start`` method (the caption judge) send their requests now, so their
+        latency overlaps TRL's old / reference log-prob forwards; the reward call collects the answers."""
+        rows = getattr(self, "_reward_rows", None)
+        if not rows or len(rows) != len(completions):
+            return
+        skip = ("prompt", "completion", "completion_ids")
+        columns = {key: [row.get(key) for row in rows] for key in rows[0] if key not in skip}
+        for func in self.reward_funcs:
+            start = getattr(func, "start", None)
+            if callable(start):
+                start(prompts=prompts, completions=completions, **columns)
 
     def _tokenize_prompts(self, prompts: list):
         """TRL's tokenisation; a row without images gets ``[]`` (not None) so mixed image/video batches encode."""
@@ -277,9 +301,13 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         """TRL's log-probs, with video tensors supplied per row when the batch has video prompts."""
         kwargs = self.adapter.strip_video_inputs(kwargs)  # TRL's whole-batch video tensors: supplied per row below
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
+        call = model
         if self._video_rows is not None:
-            model = _WithVideos(model, self._video_rows, self.adapter)
-        out = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            call = _WithVideos(model, self._video_rows, self.adapter)
+        if self._fused_ntk is not None and self._fused_ntk["gram"] is None:
+            out = self._fused_policy_logps(model, call, input_ids, *args, **kwargs)
+        else:
+            out = super()._get_per_token_logps_and_entropies(call, input_ids, *args, **kwargs)
         if self._kl_inputs is not None:
             # the policy forward of compute_loss: TRL reads the reference log-probs right after this returns
             from prefopt.grpo.kl import clamped_reference
@@ -287,6 +315,18 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
             inputs, self._kl_inputs = self._kl_inputs, None  # once: only the first call is the policy's
             inputs["ref_per_token_logps"] = clamped_reference(out[0], inputs["ref_per_token_logps"], self.kl_clamp)
         return out
+
+    def _fused_policy_logps(self, model, call, input_ids, attention_mask, logits_to_keep, **kwargs):
+        """The loss forward's log-probs and entropies, with the NTK Gram matrix from the same head chunks."""
+        from prefopt.grpo.fused_head import policy_forward_with_gram
+
+        for key in ("batch_size", "compute_entropy", "compute_aux_loss"):
+            kwargs.pop(key, None)
+        logps, entropy, gram = policy_forward_with_gram(
+            model, call, input_ids, attention_mask, logits_to_keep, self._fused_ntk["mask"], self.temperature,
+            kwargs, self.accelerator.autocast())
+        self._fused_ntk["gram"] = gram
+        return logps, entropy, None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
@@ -304,9 +344,15 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
     def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self._capture.armed_for():
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        nce, positives = self.ntk_loss(self._capture.hidden(), inputs, model)
+        self._fused_ntk = self._fused_ntk_request(model, inputs)
+        try:
+            with self._capture.armed_for():
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            fused, self._fused_ntk = self._fused_ntk, None
+        gram = fused["gram"] if fused is not None else None
+        hidden = self._capture.hidden() if gram is None else None
+        nce, positives = self.ntk_loss(hidden, inputs, model, gram=gram)
         mode = "train" if self.model.training else "eval"
         # TRL scales its loss for gradient accumulation itself; scale the extra term the same way
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
@@ -314,16 +360,36 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self._metrics[mode]["ntk/positives"].append(positives)
         return loss + self.ntk_settings.weight * nce / normalizer
 
+    def _fused_ntk_request(self, model: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the loss forward for the Gram matrix when the gradient mode can share its head chunks.
+
+        Not with an entropy bonus (TRL backpropagates through the entropies, which the fused pass only
+        reports), an MoE aux loss, or a non-linear (LoRA-wrapped) head: those keep TRL's head + recompute.
+        """
+        from prefopt.grpo.fused_head import supports_fused_head
+
+        if self.ntk_settings.mode != "gradient" or self._entropy_bonus_enabled or self.aux_loss_enabled:
+            return None
+        if not supports_fused_head(model):
+            return None
+        mask = inputs["completion_mask"]
+        if inputs.get("tool_mask") is not None:
+            mask = mask * inputs["tool_mask"]  # multi-turn rollouts: policy tokens only
+        return {"mask": mask, "gram": None}
+
     def ntk_loss(
-        self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any
+        self, hidden: torch.Tensor | None, inputs: dict[str, Any], model: Any, gram: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
-        """InfoNCE over the batch and the mean number of positives per example."""
+        """InfoNCE over the batch and the mean number of positives per example (``gram``: from the loss pass)."""
         from prefopt.grpo import ntk
 
         settings = self.ntk_settings
         threshold = settings.resolved_threshold()
-        bank = getattr(self, "ntk_bank", None) if model.training else None  # evaluation never fills the bank
-        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature, bank=bank)
+        if gram is not None:
+            similarity = ntk.cosine_from_gram(gram)
+        else:
+            bank = getattr(self, "ntk_bank", None) if model.training else None  # evaluation never fills the bank
+            similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature, bank=bank)
         # the released proxy counts ties at the threshold as positives; the paper's rule is strict
         inclusive = settings.mode == "hidden"
         nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)

@@ -16,6 +16,7 @@ rewording reads better but has not been measured against the seed's on a real ju
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from prefopt.grpo.prompts import TYPE_SUFFIX, build_prompt, render_options
@@ -88,6 +89,56 @@ class CaptionReward:
         self.prompt = prompt
         self._lock = threading.Lock()
         self._counts = {"completions": 0, "empty": 0, "failed": 0, "reward_sum": 0.0}
+        # judge requests started after generation (start), keyed by their prompts; one batch at a time
+        self._pending: dict[tuple[str, ...], Future] = {}
+        self._starter: ThreadPoolExecutor | None = None
+
+    def _asks(self, prompts, completions, problem_type, problem, options) -> list[tuple[int, str]]:
+        """``(row, judge prompt)`` for every completion with a non-empty caption."""
+        n = len(completions)
+        types = _column(problem_type, n)
+        problems = _column(problem, n) if problem is not None else [None] * n
+        # Without a `problem` column the question is read from the prompt's last user turn.
+        problems = [q if q else prompt_text(p) for q, p in zip(problems, prompts, strict=True)]
+        options = _column(options or (), n)
+        asks: list[tuple[int, str]] = []
+        for i, completion in enumerate(completions):
+            caption = extract_tag(completion_text(completion), "caption")
+            if caption:
+                asks.append((i, judge_prompt(caption, problems[i], types[i], options[i] or (), self.prompt)))
+        return asks
+
+    def start(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        problem_type: list[str] | str,
+        problem: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Send this batch's judge requests now, in the background (the judge's own bounded pool).
+
+        The trainer calls it right after generation, so the judge's latency overlaps the log-prob forwards;
+        the reward call with the same completions collects the answers (:meth:`__call__`). Same prompts, same
+        ``ask_many``, hence the same answers, cache entries and counters as the synchronous path.
+        """
+        asks = self._asks(prompts, completions, problem_type, problem, kwargs.get("options"))
+        texts = tuple(text for _, text in asks)
+        if not texts:
+            return
+        with self._lock:
+            if self._starter is None:
+                self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-start")
+            system = judge_system(self.prompt)
+            self._pending = {texts: self._starter.submit(self.judge.ask_many, list(texts), system=system)}
+
+    def _answers(self, texts: tuple[str, ...]) -> list[str | None]:
+        """Answers started by :meth:`start` for exactly these prompts, else asked now."""
+        with self._lock:
+            pending, self._pending = self._pending.pop(texts, None), {}
+        if pending is not None:
+            return pending.result()
+        return self.judge.ask_many(list(texts), system=judge_system(self.prompt))
 
     def __call__(
         self,
@@ -101,17 +152,9 @@ class CaptionReward:
         """One reward per completion (0 for a missing caption or a failed judgement)."""
         n = len(completions)
         types = _column(problem_type, n)
-        problems = _column(problem, n) if problem is not None else [None] * n
-        # Without a `problem` column the question is read from the prompt's last user turn.
-        problems = [q if q else prompt_text(p) for q, p in zip(problems, prompts, strict=True)]
-        options = _column(kwargs.get("options") or (), n)
         rewards = [0.0] * n
-        asks: list[tuple[int, str]] = []
-        for i, completion in enumerate(completions):
-            caption = extract_tag(completion_text(completion), "caption")
-            if caption:
-                asks.append((i, judge_prompt(caption, problems[i], types[i], options[i] or (), self.prompt)))
-        answers = self.judge.ask_many([text for _, text in asks], system=judge_system(self.prompt))
+        asks = self._asks(prompts, completions, problem_type, problem, kwargs.get("options"))
+        answers = self._answers(tuple(text for _, text in asks)) if asks else []
         failed = 0
         for (i, _), answer in zip(asks, answers, strict=True):
             if answer is None:

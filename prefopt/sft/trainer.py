@@ -38,6 +38,19 @@ def weighted_token_loss(
     return (nll * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
+def response_token_loss(
+    model: Any, inputs: dict[str, Any], labels: torch.Tensor, loss_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`weighted_token_loss` from one forward that projects only the supervised positions, in token
+    chunks (:mod:`prefopt.training.logprobs`): the same value without any ``[B, T, V]`` logits."""
+    from prefopt.training.logprobs import response_token_logps
+
+    logps, rows, pos = response_token_logps(model, inputs, labels)
+    weights = torch.ones_like(logps) if loss_weights is None else loss_weights[:, 1:].to(logps.device)[rows, pos]
+    weights = weights.float()
+    return -(logps * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
 class ConversationSFTTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer):
     """``Trainer`` whose loss honours ``loss_weights`` from the collator (plain token mean without them).
 
@@ -45,12 +58,11 @@ class ConversationSFTTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Forward without labels (no model-side loss) and apply :func:`weighted_token_loss`."""
+        """Forward without labels (no model-side loss) and apply :func:`response_token_loss`."""
         labels = inputs.pop("labels")
         weights = inputs.pop("loss_weights", None)
-        outputs = model(**inputs, use_cache=False)
-        loss = weighted_token_loss(outputs.logits, labels, weights)
-        return (loss, outputs) if return_outputs else loss
+        loss = response_token_loss(model, inputs, labels, weights)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
 class _ListDataset(torch.utils.data.Dataset):
