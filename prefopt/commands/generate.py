@@ -57,7 +57,7 @@ def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dic
     for i, row in enumerate(rows):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
-            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i)
+            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i + 1)
         image = row.get("image")
         images = [resolve_media_path(image, root)] if image else []
         row_id = row.get("id")
@@ -98,7 +98,7 @@ def load_items(data: str, image_root: str | None = None) -> list[dict[str, Any]]
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item["id"] in seen:
-            raise DataError(f"id {item['id']!r} appears twice (resuming needs unique ids)", path=data, row=i)
+            raise DataError(f"id {item['id']!r} appears twice (resuming needs unique ids)", path=data, row=i + 1)
         seen.add(item["id"])
     return items
 

@@ -375,14 +375,16 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from prefopt.config import ConfigError
     from prefopt.data.video import load_video_frames
     from prefopt.errors import ModelError
-    from prefopt.grpo.data import load_dataset_for_recipe
+    from prefopt.grpo.data import load_checked
     from prefopt.training.common import prepare_policy
 
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     limit_pixels(adapter.processor, recipe.max_pixels)
+    report = None
     if train_dataset is None:
-        train_dataset = load_dataset_for_recipe(recipe.data)
+        train_dataset, tracker = load_checked(recipe.data)
+        report = tracker.summary()
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
     if has_video and recipe.training_args().get("use_vllm"):
         # prefopt hands video frames to the processor itself; TRL's vLLM path only forwards images
@@ -398,7 +400,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         raise ConfigError(f"training: {err}") from err
     rollout = make_rollout(recipe.rollout)
     rollout.configure(recipe)
-    return GroundedGRPOTrainer(
+    trainer = GroundedGRPOTrainer(
         model=adapter.model,
         reward_funcs=funcs,
         args=args,
@@ -414,3 +416,5 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
             max_pixels=recipe.data.video_max_pixels,
         ),
     )
+    trainer.data_report = report
+    return trainer

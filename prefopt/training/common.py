@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,26 @@ def write_run_config(config: Any, out_dir: str | Path) -> Path:
     """Save the resolved recipe next to the run (it holds environment-variable names, never secrets)."""
     path = Path(out_dir) / CONFIG_NAME
     save_config(config, path)
+    return path
+
+
+RUN_INFO = "run_info.json"
+
+
+def update_run_info(out_dir: str | Path, **fields: Any) -> Path:
+    """Merge ``fields`` into the run's ``run_info.json`` (created when absent; other keys are kept)."""
+    path = Path(out_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            info = {}
+    info.update(fields)
+    tmp = path.with_name(f".{RUN_INFO}.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
     return path
 
 

@@ -121,6 +121,60 @@ def set_aside_incomplete(out_dir: str | Path) -> list[Path]:
     return moved
 
 
+def weights_problem(folder: str | Path) -> str | None:
+    """Why the safetensors weights of checkpoint ``folder`` cannot be resumed from, or None when they can.
+
+    A file whose header does not parse (same size, so the marker still matches) or a tensor holding NaN/inf
+    is named. Each tensor is read once, on the CPU, one at a time (a resume pays one read of the weights).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                for name in fh.keys():
+                    tensor = fh.get_tensor(name)
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        return f"{path}: tensor {name!r} holds NaN/inf"
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            return f"{path}: unreadable safetensors ({str(err).splitlines()[0][:160]})"
+    return None
+
+
+def set_aside_bad(folder: str | Path, reason: str) -> Path:
+    """Rename a checkpoint that must not be resumed to ``bad-checkpoint-N-<time>``; returns the new path."""
+    folder = Path(folder)
+    target = folder.parent / f"bad-{folder.name}-{int(time.time())}"
+    os.replace(folder, target)
+    logger.warning("refusing to resume from %s: %s; moved to %s", folder, reason, target)
+    return target
+
+
+def usable_checkpoint(resume: str | None, out_dir: str | Path) -> str | None:
+    """``resume`` if its weights are sound; otherwise each bad checkpoint is set aside and the newest previous
+    complete one is tried, down to None (then training starts from the beginning, and says so)."""
+    from prefopt.training.common import last_checkpoint
+
+    if not resume:
+        return None
+    set_aside: list[str] = []
+    candidate: str | None = resume
+    while candidate:
+        problem = weights_problem(candidate)
+        if problem is None:
+            if set_aside:
+                logger.warning("resuming from the previous good checkpoint %s instead", candidate)
+            return candidate
+        set_aside.append(str(set_aside_bad(candidate, problem)))
+        candidate = last_checkpoint(out_dir)
+    logger.warning(
+        "no good checkpoint to resume from in %s (set aside: %s); training starts from the beginning",
+        out_dir,
+        ", ".join(set_aside),
+    )
+    return None
+
+
 # --- the callback --------------------------------------------------------------------------------
 
 
@@ -324,14 +378,35 @@ class ReliableTrainerMixin:
         """Add ``nonfinite_skipped`` to the training logs."""
         if "loss" in logs:
             logs = {**logs, **self.reliability.metrics()}
+            collator = getattr(self, "data_collator", None)
+            for name in ("bad_skipped", "truncated"):
+                if isinstance(getattr(collator, name, None), int):
+                    logs[f"data/{name}"] = float(getattr(collator, name))
         super().log(logs, start_time)
+
+
+def _same_on_every_rank(value: str | None) -> str | None:
+    """Rank 0's checkpoint choice on every rank (rank 0 alone checks the weights and moves bad folders)."""
+    if not _distributed():
+        return value
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def run_training(trainer: Any, resume: str | None = None) -> Any:
     """``trainer.train`` that restores the SIGTERM handler and raises :class:`TrainingInterrupted` on SIGTERM."""
     callback = getattr(trainer, "reliability", None)
     if resume:
+        resume = usable_checkpoint(resume, trainer.args.output_dir) if trainer.is_world_process_zero() else resume
+        resume = _same_on_every_rank(resume)
+    if resume:
         logger.info("resuming from %s", resume)
+    report = getattr(trainer, "data_report", None)
+    if report and trainer.is_world_process_zero():
+        from prefopt.training.common import update_run_info
+
+        update_run_info(trainer.args.output_dir, data=report)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     finally:
