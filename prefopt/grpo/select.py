@@ -216,7 +216,7 @@ def run_selection(
     rows_as_written = [written[i] for i in tracker.rows]  # bad rows were skipped: keep the two aligned
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
-    funcs, weights = build_reward_funcs(recipe)
+    funcs, weights = build_reward_funcs(recipe, cache_root=str(out_dir))
     train = recipe.training_args()
     rows = [dataset[i] for i in range(len(dataset))]
     data = recipe.data

@@ -12,6 +12,7 @@ embedding rows beyond the tokenizer; new ids go into those rows instead of growi
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,37 @@ def parse_token_list(spec: str) -> list[str]:
             f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks"
         )
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     return tokens
+
+
+_PLAIN_TEXT = re.compile(r"[\w\s.,;:!?'\"()-]+")
+
+
+def refuse_plain_text(tokens: Sequence[str]) -> None:
+    """Refuse tokens that ordinary text contains: a special token matches anywhere in a text, so adding
+    ``the`` would cut "other" into ``o`` + ``the`` + ``r`` and change how every sentence is tokenised."""
+    corpus = None
+    for token in tokens:
+        if token != token.strip():
+            raise ModelError(f"token {token!r} starts or ends with whitespace; give the token without it")
+        if _PLAIN_TEXT.fullmatch(token):
+            raise ModelError(
+                f"token {token!r} is ordinary text (a word or punctuation): as a special token it would "
+                "re-tokenise every text that contains it; use markup no text holds, such as <obj> or [OBJ]"
+            )
+        if corpus is None:
+            corpus = (Path(__file__).with_name("tiny_corpus.txt")).read_text(encoding="utf-8")
+        if token in corpus:
+            raise ModelError(
+                f"token {token!r} occurs in ordinary text (e.g. {_context(corpus, token)!r}): as a special "
+                "token it would re-tokenise that text; use markup no text holds, such as <obj> or [OBJ]"
+            )
+
+
+def _context(text: str, token: str) -> str:
+    at = text.index(token)
+    return text[max(0, at - 20) : at + len(token) + 20].replace("\n", " ").strip()
 
 
 def _refuse_duplicates(tokens: Sequence[str]) -> None:
@@ -62,6 +93,7 @@ def add_special_tokens(adapter: Any, tokens: Sequence[str]) -> dict[str, int]:
     if not tokens:
         raise ModelError("no tokens to add")
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     tokenizer = adapter.tokenizer
     vocab = tokenizer.get_vocab()
     present = [f"{t!r} (id {vocab[t]})" for t in tokens if t in vocab]
@@ -122,4 +154,7 @@ def save_model_dir(model: Any, processor: Any, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    from prefopt.training.common import readable_modes
+
+    readable_modes(out)  # safetensors writes 0600; a model folder is for others to load too
     return out
