@@ -263,6 +263,8 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
             return
         flat = bool((advantages.detach().abs() < 1e-8).all())
         self.zero_spread_streak = getattr(self, "zero_spread_streak", 0) + 1 if flat else 0
+        self.spread_batches = getattr(self, "spread_batches", 0) + 1
+        self.flat_batches = getattr(self, "flat_batches", 0) + int(flat)
         limit = max(1, self.reliability.settings.zero_spread_steps)
         if self.zero_spread_streak == limit and self.accelerator.is_main_process:
             logger.warning(
@@ -351,6 +353,15 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
                         logs[key if "/" in key else f"judge/{key}"] = float(value)
         for judge in self._judges():  # every rank logs at the same steps, so the all-reduce is safe here
             logs.update(counter_stats(summed_counters(judge.counters(), self.accelerator.device)))
+        batches = getattr(self, "spread_batches", 0)
+        limit = max(1, self.reliability.settings.zero_spread_steps)
+        if "train_runtime" in logs and batches and self.flat_batches == batches and batches < limit:
+            if self.accelerator.is_main_process:  # a run shorter than the streak warning: say it at the end
+                logger.warning(
+                    "nothing was learned from the rewards: in all %d generation batches every group's completions "
+                    "earned the same reward (frac_reward_zero_std = 1, advantages 0)",
+                    batches,
+                )
         super().log(logs, start_time)
 
     def checkpoint_state(self) -> dict[str, Any]:
