@@ -156,7 +156,7 @@ def test_chosen_equals_rejected(world, tmp_path, capsys):
 def test_missing_field(world, tmp_path, capsys):
     rows = preference_rows(world).drop(columns=["question"])
     data = write_parquet(rows, tmp_path / "noquestion.parquet")
-    fail(symmpo(world, tmp_path, "data.format=symmpo", data=data), capsys, str(data), "row 1", "'question'")
+    fail(symmpo(world, tmp_path, "data.format=symmpo", data=data), capsys, str(data), "rows 1, 2", "'question'")
 
 
 def test_truncated_json(world, tmp_path, tiny_qwen_dir, capsys):

@@ -78,6 +78,8 @@ class BadRows:
             try:
                 value = check(example)
             except DataError as err:
+                if type(err).__name__ == "RefusedRow":  # the recipe asked to stop at such a row, not skip it
+                    raise DataError(_reason(err), path=self.source, row=row + 1) from None
                 self.record(row, err)
                 continue
             kept.append(example if value is None else value)
@@ -104,14 +106,27 @@ class BadRows:
         """``row N: reason`` for the first ``n`` bad rows (1-based)."""
         return [f"row {row + 1}: {self.bad[row]}" for row in sorted(self.bad)[:n]]
 
+    def grouped(self, n: int = SHOWN) -> str:
+        """The first ``n`` distinct reasons, each with its (1-based) rows: ``rows 1, 2, 3 (+5 more): reason``."""
+        groups: dict[str, list[int]] = {}
+        for row in sorted(self.bad):
+            groups.setdefault(self.bad[row], []).append(row + 1)
+        parts = []
+        for reason, rows in list(groups.items())[:n]:
+            shown = ", ".join(str(r) for r in rows[:n])
+            more = f" (+{len(rows) - n} more)" if len(rows) > n else ""
+            parts.append(f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}: {reason}")
+        if len(groups) > n:
+            parts.append(f"and {len(groups) - n} other reasons")
+        return "; ".join(parts)
+
     def check(self) -> None:
         """Raise DataError when more than ``max_fraction`` of the rows are bad; warn when any are."""
         if not self.bad:
             return
         total = max(self.total, self.count)
         share = self.count / total
-        more = f" (and {self.count - SHOWN} more)" if self.count > SHOWN else ""
-        first = "; ".join(self.examples()) + more
+        first = self.grouped()
         if share > self.max_fraction:
             raise DataError(
                 f"{self.count} of {total} rows are bad ({share:.1%}, more than {self.key}.max_bad_fraction="

@@ -139,6 +139,12 @@ def read_checked(config: SymMPOConfig, keys: Sequence[str]) -> tuple[list[Any], 
     examples = read_examples(config, tracker)
     mode = config.contrastive if any(KEY_PARTS[k][0] == "contrastive_image" for k in keys) else "none"
     examples = screen_examples(examples, keys, config.loss.name, mode, tracker)
+    from prefopt.data.lengths import model_length_check
+
+    check = model_length_check(config.model.name_or_path, 0, config.data.overlong, "prompt + response",
+                               config.model.trust_remote_code)
+    if check is not None:
+        examples = tracker.screen(examples, check)
     tracker.check()
     if not examples:
         raise DataError("no preference pairs to train on", path=config.data.path)

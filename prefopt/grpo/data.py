@@ -100,7 +100,7 @@ def load_dataset_for_recipe(data: Any) -> Any:
     return load_checked(data)[0]
 
 
-def load_checked(data: Any) -> tuple[Any, Any]:
+def load_checked(data: Any, extra_check: Any = None) -> tuple[Any, Any]:
     """``(dataset, tracker)``: bad rows (missing fields, corrupt images, ...) skipped and counted in the
     ``BadRows`` tracker, whose ``rows`` map each dataset row to its 0-based source row; more than
     ``data.max_bad_fraction`` of bad rows stop with one line naming the file and the first rows."""
@@ -115,6 +115,8 @@ def load_checked(data: Any) -> tuple[Any, Any]:
     def check(example: Any) -> None:
         check_images(example)
         example_row(example, data.template)  # e.g. the grounded template's one-image rule
+        if extra_check is not None:
+            extra_check(example)  # e.g. the prompt-length check (prefopt.data.lengths)
 
     examples = tracker.screen(examples, check)
     tracker.check()

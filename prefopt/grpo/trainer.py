@@ -444,7 +444,12 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     limit_pixels(adapter.processor, recipe.max_pixels)
     report = None
     if train_dataset is None:
-        train_dataset, tracker = load_checked(recipe.data)
+        from prefopt.data.lengths import length_check, max_positions_of
+
+        reserve = int(recipe.training_args().get("max_completion_length") or 0)
+        check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), reserve,
+                             getattr(recipe.data, "overlong", "truncate"))
+        train_dataset, tracker = load_checked(recipe.data, check)
         report = tracker.summary()
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
     if has_video and recipe.training_args().get("use_vllm"):

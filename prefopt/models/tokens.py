@@ -51,7 +51,6 @@ _PLAIN_TEXT = re.compile(r"[\w\s.,;:!?'\"()-]+")
 def refuse_plain_text(tokens: Sequence[str]) -> None:
     """Refuse tokens that ordinary text contains: a special token matches anywhere in a text, so adding
     ``the`` would cut "other" into ``o`` + ``the`` + ``r`` and change how every sentence is tokenised."""
-    corpus = None
     for token in tokens:
         if token != token.strip():
             raise ModelError(f"token {token!r} starts or ends with whitespace; give the token without it")
@@ -60,18 +59,6 @@ def refuse_plain_text(tokens: Sequence[str]) -> None:
                 f"token {token!r} is ordinary text (a word or punctuation): as a special token it would "
                 "re-tokenise every text that contains it; use markup no text holds, such as <obj> or [OBJ]"
             )
-        if corpus is None:
-            corpus = (Path(__file__).with_name("tiny_corpus.txt")).read_text(encoding="utf-8")
-        if token in corpus:
-            raise ModelError(
-                f"token {token!r} occurs in ordinary text (e.g. {_context(corpus, token)!r}): as a special "
-                "token it would re-tokenise that text; use markup no text holds, such as <obj> or [OBJ]"
-            )
-
-
-def _context(text: str, token: str) -> str:
-    at = text.index(token)
-    return text[max(0, at - 20) : at + len(token) + 20].replace("\n", " ").strip()
 
 
 def _refuse_duplicates(tokens: Sequence[str]) -> None:
