@@ -48,22 +48,22 @@ def one_error_line(argv, capsys) -> str:
 
 # ---- bad rows: skipped and counted up to data.max_bad_fraction ------------------------------------
 def test_bad_rows_tracker_counts_and_stops_past_the_fraction(caplog):
-    tracker = BadRows("d.json", max_fraction=0.01)
+    tracker = BadRows("d.json", max_fraction=0.005)
     tracker.parsed(200, [i for i in range(200) if i != 4])
     tracker.record(4, DataError("missing field 'solution'", path="d.json", row=5))
     with caplog.at_level(logging.WARNING):
         tracker.check()  # 1 of 200 = 0.5 %: skipped, one warning
     assert "d.json: skipped 1 of 200 bad rows (0.50%): row 5: missing field 'solution'" in caplog.text
     assert tracker.summary() == {
-        "path": "d.json", "rows": 200, "bad_rows": 1, "max_bad_fraction": 0.01,
+        "path": "d.json", "rows": 200, "bad_rows": 1, "max_bad_fraction": 0.005,
         "first_bad": ["row 5: missing field 'solution'"],
     }
     kept = tracker.screen(list(range(199)), lambda x: (_ for _ in ()).throw(DataError("odd")) if x == 0 else None)
-    assert len(kept) == 198 and tracker.rows[0] == 2  # source row 0 screened out, row 4 skipped before
+    assert len(kept) == 198 and tracker.rows[:4] == [1, 2, 3, 5]  # row 0 screened out, row 4 skipped before
     with pytest.raises(DataError) as err:
         tracker.check()
     assert str(err.value) == (
-        "d.json: 2 of 200 rows are bad (1.0%, more than data.max_bad_fraction=0.01); first: row 1: odd; "
+        "d.json: 2 of 200 rows are bad (1.0%, more than data.max_bad_fraction=0.005); first: row 1: odd; "
         "row 5: missing field 'solution'"
     )
 
@@ -127,7 +127,7 @@ def test_symmpo_bad_rows_skipped_under_the_fraction(world, tmp_path):
     assert summary["rows"] == 4 and summary["bad_rows"] == 3
     assert summary["first_bad"][0] == "row 2: chosen and rejected responses are identical"
     assert summary["first_bad"][1] == "row 3: missing field 'question' (fields present: " + \
-        "['idx', 'image_1', 'image_2', 'resp_1_l', 'resp_1_w', 'resp_2_w'])"
+        "['idx', 'image_1', 'image_2', 'question', 'resp_1_l', 'resp_1_w', 'resp_2_w'])"
     assert summary["first_bad"][2].startswith("row 4: field 'image_1': image file not found: ")
 
 
@@ -177,11 +177,13 @@ def test_select_keeps_rows_aligned_after_skips(world, tmp_path):
 def test_sft_corrupt_image_skipped_then_counted_in_run_info(world, tmp_path, tiny_qwen_dir, caplog):
     """One-step SFT: a corrupt image skipped (run_info counts it), the lr-0 warmup step said out loud,
     and model.safetensors readable by others (0644 under umask 022)."""
-    rows = json.loads((world / "sft.json").read_text())
-    root = _corrupt_copy(world, tmp_path, Path(rows[1]["image"]).name)
+    rows = json.loads((world / "sft.json").read_text())[:4]
+    root = _corrupt_copy(world, tmp_path, "broken.png")
+    rows[1]["image"] = "images/broken.png"  # rows share images: give one row a file of its own
+    (root / "four.json").write_text(json.dumps(rows))
     out = tmp_path / "run"
     argv = ["sft", "--config", "recipes/tiny/qwen_sft.yaml", f"model.name_or_path={tiny_qwen_dir}",
-            f"data.path={root / 'sft.json'}", f"data.image_root={root}", f"training.output_dir={out}",
+            f"data.path={root / 'four.json'}", f"data.image_root={root}", f"training.output_dir={out}",
             "data.max_bad_fraction=0.5"]
     old = os.umask(0o022)
     try:
@@ -412,12 +414,14 @@ def test_prompt_length_check_skips_or_refuses(tiny_qwen_dir):
     tracker = BadRows("p.json", 0.5)
     kept = tracker.screen([short, huge], length_check(tokenizer, 4096, reserve=768))
     assert kept == [short]
+    n = len(tokenizer("circle " * 5000, add_special_tokens=False)["input_ids"])
+    assert n > 3328
     assert tracker.summary()["first_bad"] == [
-        "row 2: prompt has at least 5000 text tokens, more than the model's 4096 positions minus 768 reserved "
+        f"row 2: prompt has at least {n} text tokens, more than the model's 4096 positions minus 768 reserved "
         "(3328); skipped (an over-long prompt cannot be cut without cutting its question)"
     ]
     refuse = BadRows("p.json", 0.5)
-    with pytest.raises(DataError, match=r"^p\.json, row 2: prompt has at least 5000 text tokens.*overlong=refuse"):
+    with pytest.raises(DataError, match=r"^p\.json, row 2: prompt has at least \d+ text tokens.*data\.overlong=refuse"):
         refuse.screen([short, huge], length_check(tokenizer, 4096, 768, policy="refuse"))
 
 

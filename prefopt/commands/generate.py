@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="batch size without --reverse")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video-frames", type=int, default=8, help="frames sampled per video")
+    parser.add_argument("--overlong", choices=("refuse", "truncate"), default="refuse",
+                        help="prompts longer than the model's positions minus --max-new-tokens: refuse (stop, "
+                             "naming the row; default) or truncate (skip them, counted)")
     rev = parser.add_argument_group("REVERSE retrospective resampling")
     rev.add_argument("--reverse", action="store_true", help="verify phrases and resample flagged ones")
     rev.add_argument("--tau", type=float, default=0.003, help="flag when p(</UN>) > tau [0.003; 0.5 yes/no; 0.01 Qwen]")
@@ -169,6 +172,28 @@ def _sampler(adapter: Any, args: argparse.Namespace) -> Any:
     return RetrospectiveSampler(adapter, cfg)
 
 
+def _check_lengths(adapter: Any, todo: list[dict[str, Any]], items: list[dict[str, Any]],
+                   args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``todo`` without the prompts too long for the model (``--overlong truncate``), or stop at the first."""
+    from prefopt.data.bad_rows import BadRows
+    from prefopt.data.lengths import length_check, max_positions_of
+
+    check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), args.max_new_tokens,
+                         args.overlong, option="--overlong")
+    if check is None:
+        return todo
+    tracker = BadRows(args.data, max_fraction=0.999, key="--overlong")
+    position = {id(it): i for i, it in enumerate(items)}
+    tracker.total, tracker.rows = len(items), [position[id(it)] for it in todo]
+    kept = tracker.screen(todo, check)
+    if tracker.count:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: %d over-long prompts skipped: %s", args.data, tracker.count,
+                                            tracker.grouped())
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -185,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     adapter = load_adapter(args.model, family=args.family, dtype=args.dtype)
     adapter.model.eval()
+    todo = _check_lengths(adapter, todo, items, args)
     sampler = _sampler(adapter, args) if args.reverse else None
     out.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_line(out)

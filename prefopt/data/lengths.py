@@ -50,18 +50,21 @@ def prompt_text(example: Any) -> tuple[str, str]:
     if hasattr(example, "chosen"):
         responses = [example.chosen, example.rejected, example.contrastive_chosen or ""]
         return example.question, max(responses, key=len)
+    if isinstance(example, dict):  # ``prefopt generate`` items
+        return _text_parts(list(example.get("messages") or [])), ""
     messages = list(getattr(example, "messages", []) or [])
     return _text_parts(messages), ""
 
 
 def length_check(
-    tokenizer: Any, positions: int | None, reserve: int = 0, policy: str = "truncate", what: str = "prompt"
+    tokenizer: Any, positions: int | None, reserve: int = 0, policy: str = "truncate", what: str = "prompt",
+    option: str = "data.overlong",
 ) -> Callable[[Any], None] | None:
     """A per-example check for :meth:`BadRows.screen` (None when the model's positions are unknown)."""
     from prefopt.config import ConfigError
 
     if policy not in POLICIES:
-        raise ConfigError(f"data.overlong must be one of {list(POLICIES)}, got {policy!r}")
+        raise ConfigError(f"{option} must be one of {list(POLICIES)}, got {policy!r}")
     if not positions:
         return None
     limit = positions - reserve
@@ -77,7 +80,7 @@ def length_check(
         room = f"{positions} positions" + (f" minus {reserve} reserved" if reserve else "")
         message = f"{what} has at least {n} text tokens, more than the model's {room} ({limit})"
         if policy == "refuse":
-            raise RefusedRow(f"{message}; data.overlong=refuse (truncate skips such rows and counts them)")
+            raise RefusedRow(f"{message}; {option}=refuse (truncate skips such rows and counts them)")
         raise DataError(f"{message}; skipped (an over-long prompt cannot be cut without cutting its question)")
 
     return check
