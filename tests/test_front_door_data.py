@@ -552,3 +552,17 @@ def test_image_verify_catches_truncation(tmp_path):
         verify_image(str(tmp_path / "cut.png"))
     with pytest.raises(ImageError, match=r"^cannot decode image from bytes: the bytes are empty$"):
         verify_image(b"")
+
+
+def test_generate_refuses_an_overlong_prompt_naming_the_row(tiny_qwen_dir, tmp_path, capsys):
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"id": "a", "question": "How many?"}) + "\n"
+                    + json.dumps({"id": "b", "question": "circle " * 5000}) + "\n")
+    argv = ["generate", "--model", str(tiny_qwen_dir), "--data", str(data), "--out", str(tmp_path / "o.jsonl"),
+            "--max-new-tokens", "4"]
+    line = one_error_line(argv, capsys)
+    assert line.startswith(f"prefopt generate: error: {data}, row 2: prompt has at least ")
+    assert "more than the model's 4096 positions minus 4 reserved (4092); --overlong=refuse" in line
+    assert main([*argv, "--overlong", "truncate"]) == 0
+    answered = [json.loads(x)["id"] for x in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert answered == ["a"]
