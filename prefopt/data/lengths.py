@@ -100,6 +100,6 @@ def model_length_check(
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError):
-        return None  # the model load that follows reports an unusable model folder properly
+    except Exception:  # noqa: BLE001  (advisory: the model load that follows reports an unusable folder properly)
+        return None
     return length_check(tokenizer, max_positions_of(config), reserve, policy, what)

@@ -211,13 +211,17 @@ def run_selection(
         raise PrefoptError(f"--k must be at least 2 (a variance needs two rewards), got {k}")
     if not 0.0 < keep <= 1.0:  # checked before any sampling, not after it
         raise PrefoptError(f"--keep must lie in (0, 1], got {keep}")
-    dataset, tracker = load_checked(recipe.data)
+    from prefopt.data.lengths import model_length_check
+
+    train = recipe.training_args()
+    check = model_length_check(recipe.model.name_or_path, int(train.get("max_completion_length") or 0),
+                               getattr(recipe.data, "overlong", "truncate"))
+    dataset, tracker = load_checked(recipe.data, check)  # before the model: bad data is reported in seconds
     written = raw_rows(recipe.data.path)
     rows_as_written = [written[i] for i in tracker.rows]  # bad rows were skipped: keep the two aligned
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
     funcs, weights = build_reward_funcs(recipe, cache_root=str(out_dir))
-    train = recipe.training_args()
     rows = [dataset[i] for i in range(len(dataset))]
     data = recipe.data
     responses = sample_responses(

@@ -439,18 +439,22 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from prefopt.grpo.data import load_checked
     from prefopt.training.common import prepare_policy
 
+    report = None
+    if train_dataset is None:  # before the model: bad data is reported in seconds, not after the load
+        from prefopt.data.lengths import length_check, max_positions_of, model_length_check
+
+        reserve = int(recipe.training_args().get("max_completion_length") or 0)
+        policy = getattr(recipe.data, "overlong", "truncate")
+        if adapter is None:
+            check = model_length_check(recipe.model.name_or_path, reserve, policy,
+                                       trust_remote_code=recipe.model.trust_remote_code)
+        else:
+            check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), reserve, policy)
+        train_dataset, tracker = load_checked(recipe.data, check)
+        report = tracker.summary()
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     limit_pixels(adapter.processor, recipe.max_pixels)
-    report = None
-    if train_dataset is None:
-        from prefopt.data.lengths import length_check, max_positions_of
-
-        reserve = int(recipe.training_args().get("max_completion_length") or 0)
-        check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), reserve,
-                             getattr(recipe.data, "overlong", "truncate"))
-        train_dataset, tracker = load_checked(recipe.data, check)
-        report = tracker.summary()
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
     if has_video and recipe.training_args().get("use_vllm"):
         # prefopt hands video frames to the processor itself; TRL's vLLM path only forwards images
