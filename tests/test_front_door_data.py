@@ -569,17 +569,16 @@ def test_generate_refuses_an_overlong_prompt_naming_the_row(tiny_qwen_dir, tmp_p
 
 
 @pytest.mark.slow  # a real 2-process launch: about 40 s
-def test_judge_counters_in_the_log_are_the_whole_world_under_ddp(tiny_qwen_dir, tmp_path):
+def test_judge_counters_in_the_log_are_the_whole_world_under_ddp(tiny_qwen_dir, shapes, tmp_path):
     """Two ranks, caption judge on a loopback server: the logged judge/calls equal what the server saw
     (before, rank 0 logged only its own half)."""
-    from test_grpo_trainer import write_prompts
     from test_multiproc import launch_two_ranks
 
     from prefopt.testing.judge_server import JudgeServer
 
-    data, out = write_prompts(tmp_path), tmp_path / "run"
+    out = tmp_path / "run"
     args = ["grpo", "--config", "recipes/tiny/qwen_grpo.yaml", f"model.name_or_path={tiny_qwen_dir}",
-            f"data.path={data}", f"data.image_root={tmp_path}", "ntk.enabled=false",
+            f"data.path={shapes / 'grpo.json'}", f"data.image_root={shapes}", "ntk.enabled=false",
             "training.save_strategy='no'", f"training.output_dir={out}", "rewards.judge.cache=false"]
     with JudgeServer(answer=lambda messages: "<think>x</think><answer>yes</answer>") as server:
         args.append(f"rewards.judge.base_url={server.base_url}")
