@@ -587,3 +587,34 @@ def test_judge_counters_in_the_log_are_the_whole_world_under_ddp(tiny_qwen_dir, 
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     last = [row for row in history if "judge/calls" in row][-1]
     assert requests > 0 and last["judge/calls"] == requests
+
+
+def test_collators_drop_an_undecodable_image_mid_run_and_count_it(tiny_qwen_dir, tmp_path):
+    """An image that passed the up-front check but fails to decode in a batch: dropped there and counted."""
+    from prefopt.data.schema import ConversationExample, PreferenceExample, assistant_message, user_message
+    from prefopt.dpo.collator import PreferenceCollator
+    from prefopt.models.adapter import load_adapter
+    from prefopt.sft.collator import ConversationCollator
+
+    Image.new("RGB", (56, 56), (200, 30, 30)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    adapter = load_adapter(str(tiny_qwen_dir))
+
+    def conv(name):
+        return ConversationExample(id=name, messages=[user_message("Q?", 1), assistant_message("A")],
+                                   images=[str(tmp_path / f"{name}.png")])
+
+    sft = ConversationCollator(adapter)
+    assert sft([conv("ok"), conv("bad")])["input_ids"].size(0) == 1 and sft.bad_skipped == 1
+    with pytest.raises(DataError, match=r"no example of this batch has a readable image \(\['bad'\]\)"):
+        sft([conv("bad")])
+
+    def pair(name):
+        return {"index": 0, "example": PreferenceExample(id=name, question="Q?", image=str(tmp_path / f"{name}.png"),
+                                                         chosen="yes", rejected="no")}
+
+    dpo = PreferenceCollator(adapter, ("1w", "1l"), contrastive=None, skip_bad=True)
+    batch = dpo([pair("ok"), pair("bad")])
+    assert batch["input_ids"].size(0) == 2 and dpo.bad_skipped == 1  # 2 keys x 1 example left
+    with pytest.raises(DataError, match="cannot decode image"):
+        PreferenceCollator(adapter, ("1w", "1l"), contrastive=None)([pair("bad")])  # reference pass: raise

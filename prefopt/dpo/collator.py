@@ -99,10 +99,11 @@ class PreferenceDataset(torch.utils.data.Dataset):
 class PreferenceCollator:
     """Turns dataset items into one ``K·B``-row batch through the adapter (see the module docstring)."""
 
-    def __init__(self, adapter: Any, keys: Sequence[str], contrastive: Any):
+    def __init__(self, adapter: Any, keys: Sequence[str], contrastive: Any, skip_bad: bool = False):
         self.adapter = adapter
         self.keys = tuple(keys)
         self.contrastive = contrastive
+        self.skip_bad = skip_bad  # training: drop an undecodable example from its batch (reference pass: raise)
         self.bad_skipped = 0
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -115,6 +116,8 @@ class PreferenceCollator:
                 m2 = self.contrastive.image(item["index"]) if needs_contrastive else None
                 decoded.append({"image": load_image(ex.image), "contrastive_image": m2})
             except DataError as err:
+                if not self.skip_bad:
+                    raise
                 # an image that passed the up-front check but does not decode: drop it from this batch, count it
                 self.bad_skipped += 1
                 logger.warning("example %r skipped (%s); %d skipped so far", ex.id, err, self.bad_skipped)

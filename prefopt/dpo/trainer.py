@@ -268,7 +268,8 @@ def train(config: SymMPOConfig) -> Path:
         ref_model = _online_reference_model(config, args.device)
     trainer = SymMPOTrainer(
         model=adapter.model, args=args, train_dataset=PreferenceDataset(examples, reference),
-        data_collator=PreferenceCollator(adapter, keys, contrastive), processing_class=adapter.processor,
+        data_collator=PreferenceCollator(adapter, keys, contrastive, skip_bad=True),
+        processing_class=adapter.processor,
         loss_settings=config.loss, ref_model=ref_model, reliability=config.reliability,
     )
     trainer.data_report = tracker.summary()
