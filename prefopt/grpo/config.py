@@ -35,6 +35,8 @@ class GRPODataSettings:
     image_root: str | None = None  # media paths are relative to this folder (None: paths as written)
     template: str = "four_stage"  # four_stage | r1 (SPEC 1.1) | grounded (SPEC 2)
     max_samples: int | None = None
+    max_bad_fraction: float = 0.01  # bad rows (missing fields, corrupt images) skipped up to this share
+    overlong: str = "truncate"  # prompts longer than the positions left for them: truncate (skip+count) | refuse
     video_frames: int = 16  # frames sampled per video (video rows need a video-capable family: Qwen2.5-VL)
     video_fps: float = 2.0
     video_max_pixels: int = 128 * 28 * 28  # per frame

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -265,11 +266,33 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         finally:
             rows, self._video_rows, self.processing_class = self._video_rows, None, processor
             self._reward_rows = None
+        self._watch_reward_spread(output)
         if rows is not None:
             output["video_inputs"] = rows  # a list, so TRL's shuffle/split keeps it aligned with the rows
         # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
         output["data_types"] = [str(x.get("data_type") or "image") for x in inputs]
         return output
+
+    def _watch_reward_spread(self, output: dict[str, Any]) -> None:
+        """Warn when every group of ``zero_spread_steps`` generation batches in a row had equal rewards: their
+        advantages are all 0, so the policy-gradient term of the loss is 0 and only the KL term trains."""
+        advantages = output.get("advantages")
+        if advantages is None or not self.model.training:
+            return
+        flat = bool((advantages.detach().abs() < 1e-8).all())
+        self.zero_spread_streak = getattr(self, "zero_spread_streak", 0) + 1 if flat else 0
+        self.spread_batches = getattr(self, "spread_batches", 0) + 1
+        self.flat_batches = getattr(self, "flat_batches", 0) + int(flat)
+        limit = max(1, self.reliability.settings.zero_spread_steps)
+        if self.zero_spread_streak == limit and self.accelerator.is_main_process:
+            logger.warning(
+                "no reward spread: in the last %d generation batches every group of %d completions earned the "
+                "same reward (frac_reward_zero_std = 1), so every advantage is 0 and GRPO learns nothing from "
+                "the rewards; check the rewards (judge reachable? answer format?), raise temperature or "
+                "num_generations, or curate prompts with `prefopt select`",
+                limit,
+                self.num_generations,
+            )
 
     def _generate(self, prompts: list):
         """Generation by the rollout strategy (TRL's own for ``single``); then the judge requests start."""
@@ -400,19 +423,52 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         positives = (below & compared).sum(dim=1)[counted].float().mean().item() if counted.any() else 0.0
         return nce, positives
 
+    def _judges(self) -> list[Any]:
+        """The judge clients behind the reward functions (the caption reward's)."""
+        from prefopt.rewards.judge import JudgeClient
+
+        return [f.judge for f in self.reward_funcs if isinstance(getattr(f, "judge", None), JudgeClient)]
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the caption judge's counters (``judge/*``) to TRL's metrics."""
+        """Add the caption judge's counters (``judge/*``, summed over ranks) to TRL's metrics."""
+        from prefopt.rewards.judge import counter_stats, summed_counters
+
         for func in self.reward_funcs:
             stats = getattr(func, "stats", None)
             if callable(stats):
                 for key, value in stats().items():
                     if isinstance(value, int | float):
                         logs[key if "/" in key else f"judge/{key}"] = float(value)
+        for judge in self._judges():  # every rank logs at the same steps, so the all-reduce is safe here
+            logs.update(counter_stats(summed_counters(judge.counters(), self.accelerator.device)))
+        batches = getattr(self, "spread_batches", 0)
+        limit = max(1, self.reliability.settings.zero_spread_steps)
+        if "train_runtime" in logs and batches and self.flat_batches == batches and batches < limit:
+            if self.accelerator.is_main_process:  # a run shorter than the streak warning: say it at the end
+                logger.warning(
+                    "nothing was learned from the rewards: in all %d generation batches every group's completions "
+                    "earned the same reward (frac_reward_zero_std = 1, advantages 0)",
+                    batches,
+                )
         super().log(logs, start_time)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The judge counters summed over ranks, saved with each checkpoint (a collective: every rank calls it)."""
+        from prefopt.rewards.judge import summed_counters
 
-def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
-    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3)."""
+        return {"judge": [summed_counters(j.counters(), self.accelerator.device) for j in self._judges()]}
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Continue the judge counters of a resumed run; the saved values are totals, so rank 0 holds them."""
+        for judge, counters in zip(self._judges(), state.get("judge") or [], strict=False):
+            judge.load_counters(counters if self.accelerator.is_main_process else {})
+
+
+def build_reward_funcs(recipe: Any, cache_root: str | None = None) -> tuple[list[Any], list[float]]:
+    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3).
+
+    The judge's answer cache goes to ``<cache_root>/judge_cache`` (default: the recipe's output folder)
+    unless ``rewards.judge.cache_dir`` names another folder or ``rewards.judge.cache`` is false."""
     from prefopt.rewards import format as fmt
     from prefopt.rewards.answers import accuracy_reward
 
@@ -433,7 +489,12 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
         from prefopt.rewards.caption import CaptionReward
         from prefopt.rewards.judge import JudgeClient
 
-        funcs.append(CaptionReward(JudgeClient(judge_config(recipe)), prompt=rewards.caption_prompt))
+        config = judge_config(recipe)
+        if config.cache and not config.cache_dir:
+            # on by default, inside the run: a resumed run (or a rerun into the folder) never pays twice
+            root = cache_root or recipe.training_args().get("output_dir") or "."
+            config.cache_dir = str(Path(root) / "judge_cache")
+        funcs.append(CaptionReward(JudgeClient(config), prompt=rewards.caption_prompt))
         weights.append(rewards.caption_weight)
     return funcs, weights
 
@@ -445,14 +506,25 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from prefopt.config import ConfigError
     from prefopt.data.video import load_video_frames
     from prefopt.errors import ModelError
-    from prefopt.grpo.data import load_dataset_for_recipe
+    from prefopt.grpo.data import load_checked
     from prefopt.training.common import prepare_policy
 
+    report = None
+    if train_dataset is None:  # before the model: bad data is reported in seconds, not after the load
+        from prefopt.data.lengths import length_check, max_positions_of, model_length_check
+
+        reserve = int(recipe.training_args().get("max_completion_length") or 0)
+        policy = getattr(recipe.data, "overlong", "truncate")
+        if adapter is None:
+            check = model_length_check(recipe.model.name_or_path, reserve, policy,
+                                       trust_remote_code=recipe.model.trust_remote_code)
+        else:
+            check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), reserve, policy)
+        train_dataset, tracker = load_checked(recipe.data, check)
+        report = tracker.summary()
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     adapter.limit_pixels(recipe.max_pixels)
-    if train_dataset is None:
-        train_dataset = load_dataset_for_recipe(recipe.data)
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
     if has_video and recipe.training_args().get("use_vllm"):
         # prefopt hands video frames to the processor itself; TRL's vLLM path only forwards images
@@ -468,7 +540,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         raise ConfigError(f"training: {err}") from err
     rollout = make_rollout(recipe.rollout)
     rollout.configure(recipe)
-    return GroundedGRPOTrainer(
+    trainer = GroundedGRPOTrainer(
         model=adapter.model,
         reward_funcs=funcs,
         args=args,
@@ -486,3 +558,5 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
             max_pixels=recipe.data.video_max_pixels,
         ),
     )
+    trainer.data_report = report
+    return trainer

@@ -20,6 +20,7 @@ move the next-token distribution before training). Rows grow only when the ids d
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,24 @@ def parse_token_list(spec: str) -> list[str]:
             f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks"
         )
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     return tokens
+
+
+_PLAIN_TEXT = re.compile(r"[\w\s.,;:!?'\"()-]+")
+
+
+def refuse_plain_text(tokens: Sequence[str]) -> None:
+    """Refuse tokens that ordinary text contains: a special token matches anywhere in a text, so adding
+    ``the`` would cut "other" into ``o`` + ``the`` + ``r`` and change how every sentence is tokenised."""
+    for token in tokens:
+        if token != token.strip():
+            raise ModelError(f"token {token!r} starts or ends with whitespace; give the token without it")
+        if _PLAIN_TEXT.fullmatch(token):
+            raise ModelError(
+                f"token {token!r} is ordinary text (a word or punctuation): as a special token it would "
+                "re-tokenise every text that contains it; use markup no text holds, such as <obj> or [OBJ]"
+            )
 
 
 def _refuse_duplicates(tokens: Sequence[str]) -> None:
@@ -70,6 +88,7 @@ def add_special_tokens(adapter: Any, tokens: Sequence[str]) -> dict[str, int]:
     if not tokens:
         raise ModelError("no tokens to add")
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     tokenizer = adapter.tokenizer
     vocab = tokenizer.get_vocab()
     present = [f"{t!r} (id {vocab[t]})" for t in tokens if t in vocab]
@@ -130,4 +149,7 @@ def save_model_dir(model: Any, processor: Any, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    from prefopt.training.common import readable_modes
+
+    readable_modes(out)  # safetensors writes 0600; a model folder is for others to load too
     return out

@@ -104,7 +104,7 @@ def prepare_reverse_examples(
     rng = random.Random(seed)
     for row, example in enumerate(examples):
         for text in assistant_texts(example):
-            check_tagged_answer(text, path=path, row=row)
+            check_tagged_answer(text, path=path, row=row + 1)
         yield add_hint(example, rng, hint_probability) if hint_probability > 0 else example
 
 

@@ -24,6 +24,9 @@ class SFTDataSettings:
     image_root: str | None = None
     convert: str = "none"  # none | four_stage (LLaVA-CoT SUMMARY/CAPTION/REASONING/CONCLUSION rewrite)
     max_samples: int | None = None
+    max_bad_fraction: float = 0.01  # bad rows (missing fields, corrupt images) skipped up to this share
+    max_length: int | None = None  # tokens per conversation; None: the model's max positions
+    overlong: str = "truncate"  # truncate (cut the end, counted and warned) | refuse (stop naming the row)
 
 
 def default_training() -> dict[str, Any]:

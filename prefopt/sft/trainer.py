@@ -80,8 +80,15 @@ class _ListDataset(torch.utils.data.Dataset):
 
 def load_examples(data: Any) -> list[Any]:
     """Conversation records of a recipe's ``data:`` section (four-stage rewrite applied if asked)."""
+    return read_checked(data)[0]
+
+
+def read_checked(data: Any) -> tuple[list[Any], Any]:
+    """Conversations with bad rows (missing fields, corrupt images, ...) skipped and counted; ``(examples,
+    tracker)``. More bad rows than ``data.max_bad_fraction`` stop with one line naming file and rows."""
     from pathlib import Path
 
+    from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
     from prefopt.errors import DataError
 
     if not data.path:
@@ -91,14 +98,16 @@ def load_examples(data: Any) -> list[Any]:
     from prefopt.data.formats import read_llava_conversations
     from prefopt.sft.collator import to_four_stage
 
-    examples = list(read_llava_conversations(data.path, image_root=data.image_root))
-    if data.max_samples is not None:
-        examples = examples[: data.max_samples]
+    tracker = BadRows(data.path, getattr(data, "max_bad_fraction", 0.01))
+    examples = read_tolerant(tracker, lambda: read_llava_conversations(data.path, image_root=data.image_root))
+    examples = tracker.truncate(examples, data.max_samples)
+    if data.convert == "four_stage":
+        examples = tracker.screen(examples, to_four_stage)
+    examples = tracker.screen(examples, check_images)
+    tracker.check()
     if not examples:
         raise DataError("no conversations to train on", path=data.path)
-    if data.convert == "four_stage":
-        examples = [to_four_stage(ex) for ex in examples]
-    return examples
+    return examples, tracker
 
 
 def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
@@ -109,22 +118,28 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     from prefopt.sft.collator import ConversationCollator
     from prefopt.training.common import prepare_policy
 
+    examples, tracker = read_checked(recipe.data)  # before the model: bad data is reported in seconds
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
-    examples = load_examples(recipe.data)
     try:
         # the collator needs the raw records, so Trainer must not drop "unused" columns
         args = TrainingArguments(**{**recipe.training_args(), "remove_unused_columns": False})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training: {err}") from err
-    collator = ConversationCollator(adapter, reverse=recipe.reverse, tag_weight=recipe.tag_weight)
+    collator = ConversationCollator(
+        adapter,
+        reverse=recipe.reverse,
+        tag_weight=recipe.tag_weight,
+        max_length=getattr(recipe.data, "max_length", None),
+        overlong=getattr(recipe.data, "overlong", "truncate"),
+    )
     dataset: Any = _ListDataset(examples)
     if recipe.reverse and recipe.hint_prob > 0:
         from prefopt.reverse.data import HintedDataset
 
         # REVERSE: the seed's hint injection, drawn each time a record is served
         dataset = HintedDataset(examples, recipe.hint_prob, seed=args.seed)
-    return ConversationSFTTrainer(
+    trainer = ConversationSFTTrainer(
         model=adapter.model,
         args=args,
         train_dataset=dataset,
@@ -132,3 +147,5 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
         processing_class=adapter.processor,
         reliability=recipe.reliability,
     )
+    trainer.data_report = tracker.summary()
+    return trainer
