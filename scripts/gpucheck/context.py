@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Per ``--config``: batch sizes, group size and lengths. Both configs run the same checks and code.
 SIZES = {
-    "tiny": dict(steps=3, sft_batch=2, group=4, grpo_batch=4, completion=24, grounded_completion=12,
+    "tiny": dict(steps=3, sft_batch=2, group=4, grpo_batch=4, completion=32, grounded_completion=12,
                  pref_batch=2, image=56, ntk_batch=4, ntk_tokens=64, resample_slots=6, lr=1e-4),
     "real": dict(steps=3, sft_batch=4, group=8, grpo_batch=8, completion=256, grounded_completion=64,
                  pref_batch=2, image=224, ntk_batch=8, ntk_tokens=256, resample_slots=20, lr=1e-4),

@@ -4,6 +4,7 @@ LoRA recipe (r 128, alpha 256), then merge-lora of the SymMPO adapter and genera
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +79,23 @@ def _run_symmpo(ctx: Context, loss: str) -> tuple[dict[str, Any], Path]:
     wall = time.perf_counter() - start
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     figures = check_training(history, probe.snapshot.moved(), ctx.sizes["steps"])
-    figures.update(_throughput(ctx, probe.timer.times, probe.counter.tokens), run_wall_s=wall,
+    figures.update(_throughput(ctx, probe.timer.times, probe.counter.tokens, 5 if loss == "symmpo" else 2), run_wall_s=wall,
                    peak_gib=_peak(ctx), adapter_saved=(out / "adapter_config.json").is_file())
     assert figures["adapter_saved"], f"{out}: no adapter_config.json"
     _release(probe)
     return figures, out
 
 
-def _throughput(ctx: Context, times: list[float], tokens: list[int]) -> dict[str, Any]:
-    """Examples/s, tokens/s and MFU over the steps after the first."""
+def _throughput(ctx: Context, times: list[float], tokens: list[int], sequences: int) -> dict[str, Any]:
+    """Examples/s, tokens/s and MFU over the steps after the first (``sequences`` per example)."""
     stats = step_stats(times)
     timed_tokens = tokens[1 : len(times)] or tokens[: len(times)]
     timed = times[1:] or times
     seconds = sum(timed)
-    per_seq = [t / max(1, ctx.sizes["pref_batch"]) for t in timed_tokens]
+    n_seq = ctx.sizes["pref_batch"] * sequences
     shape = ctx.shapes[FAMILY]
-    flops = sum(models.train_flops(shape, [int(p)] * 1, 6) for p in per_seq) * ctx.sizes["pref_batch"]
+    # policy update only (6N per token + attention): the cached or TRL-recomputed reference is not counted
+    flops = sum(models.train_flops(shape, [int(t / n_seq)] * n_seq, 6) for t in timed_tokens)
     peak, _ = models.peak_flops(ctx.device)
     stats.update(
         examples_per_s=ctx.sizes["pref_batch"] * len(timed) / seconds,
@@ -136,7 +138,7 @@ def trl_dpo(ctx: Context) -> dict[str, Any]:
     snap = Snapshot(trainer.model)
     trainer.train()
     figures = check_training(trainer.state.log_history, snap.moved(), ctx.sizes["steps"])
-    figures.update(_throughput(ctx, timer.times, counter.tokens), peak_gib=_peak(ctx))
+    figures.update(_throughput(ctx, timer.times, counter.tokens, 2), peak_gib=_peak(ctx))
     for name in ("symmpo", "dpo"):
         if name in ctx.shared:
             figures[f"{name}_over_trl_examples_per_s"] = ctx.shared[name]["examples_per_s"] / figures["examples_per_s"]
@@ -169,5 +171,6 @@ def merge_and_generate(ctx: Context) -> dict[str, Any]:
     new = out.shape[1] - batch["input_ids"].shape[1]
     assert new > 0, "the merged model generated nothing"
     _release(model)
-    return {"merged_dir": str(merged), "generated_tokens": int(new),
-            "files": sorted(p.name for p in merged.iterdir())[:20]}
+    files = sorted(p.name for p in merged.iterdir())
+    shutil.rmtree(merged, ignore_errors=True)  # 14 GB at the real size
+    return {"merged_dir": str(merged), "generated_tokens": int(new), "files": files[:20]}
