@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -186,8 +187,39 @@ def trl_grpo(ctx: Context) -> dict[str, Any]:
     return figures
 
 
+@contextlib.contextmanager
+def scripted_rounds():
+    """The policy really generates (on the multi-image inputs), then even rows of round 1 become a box and
+    every round-2 reply an answer, so that half the rollouts crop and take a second round and rewards vary."""
+    from prefopt.grpo.trainer import GroundedGRPOTrainer
+
+    original = GroundedGRPOTrainer._generate_single_turn
+
+    def scripted(self, ids, images, fields, num_generations, **kwargs):
+        real = original(self, ids, images, fields, num_generations, **kwargs)
+        if images is None:
+            return real
+        out = []
+        for row, (imgs, generated) in enumerate(zip(images, real[0])):
+            if len(imgs) > 1:
+                text = "<think>the crop shows it</think><answer>yes</answer>"
+            elif row % 2 == 0:
+                text = "<think>look closer</think><box>[0,0,28,28]</box>"
+            else:
+                out.append(generated)
+                continue
+            out.append(self._tokenizer.encode(text, add_special_tokens=False) + [self.eos_token_ids[0]])
+        return out, None
+
+    GroundedGRPOTrainer._generate_single_turn = scripted
+    try:
+        yield
+    finally:
+        GroundedGRPOTrainer._generate_single_turn = original
+
+
 def grounded_grpo(ctx: Context) -> dict[str, Any]:
-    """Ground-R1 multi-round GRPO (at most 2 rounds), 3 steps."""
+    """Ground-R1 multi-round GRPO (at most 2 rounds, half the rollouts crop and take both), 3 steps."""
     from prefopt.grpo.config import load_recipe
     from prefopt.grpo.trainer import build_trainer
 
@@ -198,11 +230,15 @@ def grounded_grpo(ctx: Context) -> dict[str, Any]:
         "grounded.max_rounds=2", f"training.per_device_train_batch_size={s['grpo_batch']}",
         f"training.num_generations={s['group']}", f"training.max_completion_length={s['grounded_completion']}",
     ]
-    trainer = build_trainer(load_recipe(ROOT / "recipes/tiny/qwen_grounded_grpo.yaml", overrides))
-    snap, timer = _train(trainer, ctx.device)
+    with scripted_rounds():
+        trainer = build_trainer(load_recipe(ROOT / "recipes/tiny/qwen_grounded_grpo.yaml", overrides))
+        snap, timer = _train(trainer, ctx.device)
     figures = check_training(trainer.state.log_history, snap.moved(), s["steps"])
     figures.update(step_stats(timer.times))
-    figures["rounds"] = [row["grounded/rounds"] for row in trainer.state.log_history if "grounded/rounds" in row]
+    history = trainer.state.log_history
+    figures["rounds"] = [row["grounded/rounds"] for row in history if "grounded/rounds" in row]
+    figures["box_rate"] = [row["grounded/box_rate"] for row in history if "grounded/box_rate" in row]
+    assert max(figures["rounds"], default=0) > 1, f"no rollout took a second round: {figures['rounds']}"
     _release(trainer)
     return figures
 
