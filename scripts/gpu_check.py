@@ -62,16 +62,28 @@ def environment(device: str) -> dict[str, Any]:
            "transformers": transformers.__version__, "peft": peft.__version__,
            "accelerate": accelerate.__version__, "cpu_threads": torch.get_num_threads(),
            "cpu_count": os.cpu_count(), "machine": platform.machine()}
-    for name in ("trl", "datasets"):
-        try:
-            env[name] = __import__(name).__version__
-        except ImportError as err:
-            env[name] = f"missing ({err})"
+    for name in ("trl", "datasets", "numpy", "pandas", "pyarrow"):
+        env[name] = _version(name)
     if device.startswith("cuda"):
         env.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
                    gpu_memory_gib=torch.cuda.get_device_properties(0).total_memory / 2**30)
+    env["torchvision"] = _version("torchvision")
+    env["matplotlib"] = _version("matplotlib")
+    if env["matplotlib"].startswith("missing"):
+        # The bare GPU machine has no matplotlib: the trainers' loss-curve PNG is skipped, nothing else changes.
+        import prefopt.training.common as common
+
+        common.plot_training_curves = lambda *args, **kwargs: None
+        env["matplotlib"] += "; training curves not plotted"
     env["peak_flops"], env["peak_source"] = models.peak_flops(device)
     return env
+
+
+def _version(name: str) -> str:
+    try:
+        return __import__(name).__version__
+    except ImportError as err:
+        return f"missing ({err})"
 
 
 def prepare(ctx: Context) -> dict[str, Any]:
@@ -148,10 +160,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default="real", choices=sorted(SIZES), help="real sizes or prefopt's tiny models")
     p.add_argument("--out", default=os.environ.get("OUT") or "outputs/gpu_check", help="folder of gpu_check.json")
     p.add_argument("--work", default=None, help="scratch folder for checkpoints (default: a temp folder, removed)")
-    p.add_argument("--budget-s", type=float, default=420.0, help="skip the remaining checks after this many seconds")
+    p.add_argument("--budget-s", type=float, default=330.0, help="skip the remaining checks after this many seconds")
     p.add_argument("--only", action="append", choices=[n for n, _ in CHECKS], help="run only these checks")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     return p.parse_args(argv)
+
+
+def write_report(report: dict[str, Any], out: Path, start: float) -> None:
+    """Write gpu_check.json (after every check, so a run killed for time still leaves its figures)."""
+    report["wall_s"] = time.perf_counter() - start
+    statuses = [c["status"] for c in report["checks"].values()]
+    report["failed"], report["skipped"] = statuses.count("failed"), statuses.count("skipped")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(device=args.device, size=args.config, work=work, sizes=SIZES[args.config])
     report: dict[str, Any] = {"config": args.config, "device": args.device, "env": environment(args.device),
                               "sizes": ctx.sizes, "flop_formula": models.FLOP_FORMULA, "checks": {}}
+    out = Path(args.out)
     report["checks"]["prepare"] = run_check("prepare", prepare, ctx, float("inf"))
+    write_report(report, out, start)
     for name, fn in CHECKS:
         if args.only and name not in args.only:
             continue
@@ -177,12 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             report["checks"][name] = {"status": "skipped", "reason": "prepare failed"}
             continue
         report["checks"][name] = run_check(name, fn, ctx, deadline)
-    report["wall_s"] = time.perf_counter() - start
-    statuses = [c["status"] for c in report["checks"].values()]
-    report["failed"], report["skipped"] = statuses.count("failed"), statuses.count("skipped")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+        write_report(report, out, start)
+    write_report(report, out, start)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     print(table(report), flush=True)
