@@ -40,8 +40,9 @@ for src in sorted(pathlib.Path(".whl/dl").glob("*.whl")):
     dst = pathlib.Path(".whl/stored") / src.name
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
         for info in zin.infolist():  # same members, same order, no compression
+            data = zin.read(info)  # read before changing the entry's compression
             info.compress_type = zipfile.ZIP_STORED
-            zout.writestr(info, zin.read(info.filename))
+            zout.writestr(info, data)
 PYEOF
 tar -C .whl/stored -cf - . | xz -9 -T0 > .whl/wheels.tar.xz
 rm -rf .whl/stored
