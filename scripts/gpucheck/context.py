@@ -72,7 +72,7 @@ class Snapshot:
         self.model = model
         self.limit = limit
         self.before = {
-            n: p.detach().reshape(-1)[:limit].clone() for n, p in model.named_parameters() if p.requires_grad
+            n: _head(p, limit) for n, p in model.named_parameters() if p.requires_grad
         }
 
     def moved(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class Snapshot:
         params = dict(self.model.named_parameters())
         changed, elements, total, still = 0, 0, 0, []
         for name, old in self.before.items():
-            new = params[name].detach().reshape(-1)[: self.limit]
+            new = _head(params[name], self.limit)
             diff = int((new != old).sum())
             elements += diff
             total += old.numel()
@@ -95,6 +95,11 @@ class Snapshot:
             "elements_moved": elements / max(1, total),
             "unmoved_examples": still[:5],
         }
+
+
+def _head(param: Any, limit: int) -> Any:
+    """The first ``limit`` elements as float32 on the CPU (exact for bf16; the model may move devices)."""
+    return param.detach().reshape(-1)[:limit].float().cpu().clone()
 
 
 def losses(history: list[dict[str, Any]], key: str = "loss") -> list[float]:

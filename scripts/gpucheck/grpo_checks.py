@@ -273,11 +273,11 @@ def reverse_sft(ctx: Context) -> dict[str, Any]:
     recipe = load_recipe(ROOT / "recipes/tiny/qwen_reverse_sft.yaml", overrides)
     adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS, seed=0)
     ids = [adapter.tokenizer.convert_tokens_to_ids(t) for t in REVERSE_TOKENS]
-    rows_before = adapter.model.get_input_embeddings().weight[ids].detach().clone()
+    rows_before = adapter.model.get_input_embeddings().weight[ids].detach().float().cpu().clone()
     trainer = build_trainer(recipe, adapter)
     snap, timer = _train(trainer, ctx.device)
     figures = check_training(trainer.state.log_history, snap.moved(), ctx.sizes["steps"])
-    rows_after = adapter.model.get_input_embeddings().weight[ids].detach()
+    rows_after = adapter.model.get_input_embeddings().weight[ids].detach().float().cpu()
     assert not rows_after.equal(rows_before), "the REVERSE tag embedding rows did not learn"
     figures.update(step_stats(timer.times), tag_ids=ids, tag_rows_moved=True)
     _release(trainer, adapter)

@@ -44,17 +44,37 @@ def ntk_cost(ctx: Context) -> dict[str, Any]:
             "lm_head_fwd_bwd_s": times["lm_head_fwd_bwd"], "ntk_over_lm_head": ratio}
 
 
+def _device_phrases():
+    """``benchmarks.resample_bench.Phrases`` with its forced logit values built on the scores' device (CUDA)."""
+    import torch
+
+    from benchmarks.resample_bench import NEG, Phrases
+
+    class DevicePhrases(Phrases):
+        def _only(self, scores, allowed, values=None):
+            out = torch.full_like(scores, NEG)
+            idx = torch.tensor(allowed, device=scores.device)
+            if values is None:
+                out[:, idx] = scores[:, idx]
+            else:
+                out[:, idx] = torch.tensor([values], dtype=scores.dtype, device=scores.device)
+            return out
+
+    return DevicePhrases
+
+
 def resample(ctx: Context) -> dict[str, Any]:
     """Retrospective resampling on the device: same text as the no-cache path (fixed seed), and its cost
     with nothing flagged against ``model.generate`` (both with the same scripted logits processor)."""
     import torch
 
     from benchmarks import common
-    from benchmarks.resample_bench import Phrases, plain_generate, question
+    from benchmarks.resample_bench import plain_generate, question
     from prefopt.models.adapter import load_adapter
     from prefopt.models.tokens import REVERSE_TOKENS
     from prefopt.reverse.resample import ResampleConfig, resample_no_cache, retrospective_generate
 
+    Phrases = _device_phrases()
     base = ctx.shared.get("reverse_base")
     assert base is not None, "no tagged checkpoint (the reverse_sft check failed or was skipped)"
     adapter = load_adapter(str(base), dtype=ctx.dtype, attn_implementation="sdpa")
