@@ -40,10 +40,10 @@ CHECKS = [
     ("sft", grpo_checks.sft),
     ("gwys_grpo", grpo_checks.gwys_grpo),
     ("trl_grpo", grpo_checks.trl_grpo),
+    ("ntk_cost", micro_checks.ntk_cost),
     ("symmpo", dpo_checks.symmpo),
     ("dpo", dpo_checks.dpo),
     ("trl_dpo", dpo_checks.trl_dpo),
-    ("ntk_cost", micro_checks.ntk_cost),
     ("reverse_sft", grpo_checks.reverse_sft),
     ("resample", micro_checks.resample),
     ("grounded_grpo", grpo_checks.grounded_grpo),
@@ -160,7 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", default="real", choices=sorted(SIZES), help="real sizes or prefopt's tiny models")
     p.add_argument("--out", default=os.environ.get("OUT") or "outputs/gpu_check", help="folder of gpu_check.json")
     p.add_argument("--work", default=None, help="scratch folder for checkpoints (default: a temp folder, removed)")
-    p.add_argument("--budget-s", type=float, default=330.0, help="skip the remaining checks after this many seconds")
+    p.add_argument("--budget-s", type=float, default=360.0, help="skip the remaining checks after this many seconds")
     p.add_argument("--only", action="append", choices=[n for n, _ in CHECKS], help="run only these checks")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     return p.parse_args(argv)

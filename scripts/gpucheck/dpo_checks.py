@@ -157,6 +157,7 @@ def merge_and_generate(ctx: Context) -> dict[str, Any]:
     adapter = ctx.shared.get("symmpo_adapter")
     assert adapter is not None, "no SymMPO adapter (the symmpo check failed or was skipped)"
     merged = ctx.work / "models" / "llava-merged"
+    shutil.rmtree(merged, ignore_errors=True)  # left over from an interrupted run in the same --work
     assert main(["merge-lora", "--adapter", str(adapter), "--base", str(ctx.models[FAMILY]), "--out", str(merged),
                  "--dtype", ctx.dtype, "--allow-other-base"]) == 0
     processor = AutoProcessor.from_pretrained(merged)
