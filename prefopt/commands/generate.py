@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dict[str, Any]]:
     from prefopt.data.images import resolve_media_path
+    from prefopt.data.paths import media_root
     from prefopt.data.schema import user_message
 
-    root = image_root
+    root = media_root(data_path, image_root)  # image_root, else the data file's folder (as every command)
     items = []
     for i, row in enumerate(rows):
         question = row.get("question")
@@ -82,14 +83,13 @@ def load_items(data: str, image_root: str | None = None) -> list[dict[str, Any]]
     """Prompts of a dataset as ``{id, question, messages, images, videos}`` dicts."""
     from prefopt.data.formats import guess_format, read_dataset
     from prefopt.data.loaders import load_rows
+    from prefopt.data.paths import media_root
 
     path = Path(data)
-    if image_root is None and path.is_file():
-        image_root = str(path.parent)
     rows = load_rows(data)
     fmt = guess_format(rows.columns)
     if fmt in ("llava", "video_r1", "viscot"):
-        items = [_record_item(r) for r in read_dataset(data, fmt, image_root)]
+        items = [_record_item(r) for r in read_dataset(data, fmt, media_root(data, image_root))]
     elif "question" in rows.columns:
         items = _simple_rows(rows, path, image_root)
     else:
@@ -173,9 +173,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from prefopt.commands._outdir import check_not_file
+    from prefopt.errors import PrefoptError
     from prefopt.models.adapter import load_adapter
 
     out = Path(args.out)
+    if out.is_dir():
+        raise PrefoptError(f"--out {out} is a folder; give the JSONL file to write, e.g. {out / 'answers.jsonl'}")
+    check_not_file(out.parent, "--out")
+    if args.limit is not None and args.limit < 1:
+        raise PrefoptError(f"--limit must be at least 1, got {args.limit}")
     items = load_items(args.data, args.image_root)[: args.limit]
     done = done_ids(out)
     todo = [it for it in items if it["id"] not in done]

@@ -209,7 +209,11 @@ def run_selection(
     if k < 2:
         raise PrefoptError(f"--k must be at least 2 (a variance needs two rewards), got {k}")
     dataset = load_dataset_for_recipe(recipe.data)
-    rows_as_written = raw_rows(recipe.data.path)[: len(dataset)]
+    from prefopt.data.paths import media_root, with_absolute_media
+
+    root = media_root(recipe.data.path, recipe.data.image_root)
+    # absolute media paths: selected.json lives elsewhere, and must feed `grpo data.path=` as it is
+    rows_as_written = [with_absolute_media(r, root) for r in raw_rows(recipe.data.path)[: len(dataset)]]
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
     funcs, weights = build_reward_funcs(recipe)
