@@ -84,7 +84,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except ConfigError as err:
-                errors.append(str(err))
+                errors.append(err)
+        if len(errors) == 1:  # `int | None`: the one real type says best what was expected
+            raise errors[0]
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
