@@ -1,9 +1,9 @@
 """Batch inference over a dataset, optionally with REVERSE retrospective resampling, writing JSONL.
 
 Input: LLaVA conversation JSON (the first user turn is the question), Video-R1 / GWYS JSON (``problem``,
-``options``, ``path``), or a simple JSONL with ``question``, ``image`` (optional, relative to --image-root or
-the data file's folder) and ``id``. Output: one JSON line per example with ``id``, ``question`` and ``text``
-(the answer the evaluation harness reads); with --reverse also ``raw`` (tagged), ``flagged``, ``attempts``
+``options``, ``path``), a simple JSONL with ``question``, ``image`` (optional, relative to --image-root or
+the data file's folder) and ``id``, or a POPE file (``question_id``, ``image``, ``text``). Output: one JSON
+line per example with ``id``, ``question`` and ``text`` (the answer the evaluation harness reads); with --reverse also ``raw`` (tagged), ``flagged``, ``attempts``
 and ``success``. Runs are resumable: ids already in --out are skipped.
 
   prefopt generate --model runs/llava-reverse --data pope.jsonl --out results.jsonl --reverse --tau 0.003
@@ -55,13 +55,14 @@ def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dic
 
     root = media_root(data_path, image_root)  # image_root, else the data file's folder (as every command)
     items = []
+    key = "question" if "question" in rows.columns else "text"  # POPE files hold the question in "text"
     for i, row in enumerate(rows):
-        question = row.get("question")
+        question = row.get(key)
         if not isinstance(question, str) or not question.strip():
-            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i)
+            raise DataError(f"field {key!r} must be a non-empty string", path=str(data_path), row=i)
         image = row.get("image")
         images = [resolve_media_path(image, root)] if image else []
-        row_id = row.get("id")
+        row_id = row.get("id", row.get("question_id"))
         items.append({"id": str(i if row_id is None else row_id), "question": question,
                       "messages": [user_message(question, len(images))], "images": images, "videos": []})
     return items
@@ -90,11 +91,12 @@ def load_items(data: str, image_root: str | None = None) -> list[dict[str, Any]]
     fmt = guess_format(rows.columns)
     if fmt in ("llava", "video_r1", "viscot"):
         items = [_record_item(r) for r in read_dataset(data, fmt, media_root(data, image_root))]
-    elif "question" in rows.columns:
+    elif "question" in rows.columns or {"question_id", "text"} <= set(rows.columns):
         items = _simple_rows(rows, path, image_root)
     else:
         raise DataError(f"cannot tell the layout from fields {rows.columns}: expected LLaVA 'conversations', "
-                        "Video-R1 'problem', or 'question' (+ 'image', 'id')", path=data)
+                        "Video-R1 'problem', 'question' (+ 'image', 'id'), or POPE 'question_id' + 'text'",
+                        path=data)
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item["id"] in seen:
