@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _out_kind=getattr(module, "OUT_KIND", "folder"))
     return parser
 
 
@@ -65,9 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "out", None) and args._out_kind == "folder":
+            from prefopt.commands._outdir import check_not_file
+
+            check_not_file(args.out)  # before any work: `--out` naming a file is one line, never a traceback
         return int(args._run(args) or 0)
     except PrefoptError as err:
         print(f"prefopt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        if args.verbose:
+            raise
+        # where an output cannot be written: the user's path, not a bug (-v shows the traceback)
+        print(f"prefopt {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
 
 

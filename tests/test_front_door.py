@@ -312,3 +312,17 @@ def test_judge_serve_busy_port_is_one_line():
     assert proc.returncode == 2 and time.monotonic() - start < 60
     assert proc.stderr.strip().startswith(f"prefopt judge: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["make-data", "--out", "{f}"],
+    ["tiny-model", "--family", "qwen2_5_vl", "--out", "{f}/sub"],
+    ["add-tokens", "--model", NO_MODEL, "--tokens", "reverse", "--out", "{f}"],
+    ["merge-lora", "--adapter", NO_MODEL, "--base", NO_MODEL, "--out", "{f}"],
+    ["compare", NO_MODEL, "--out", "{f}"],
+    ["demo", "--quick", "--out", "{f}"],
+], ids=lambda a: a[0])
+def test_every_out_that_is_a_file_is_one_line(tmp_path, capsys, argv):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    fail([a.replace("{f}", str(target)) for a in argv], capsys, str(target), "is a file, not a folder")

@@ -20,6 +20,7 @@ from typing import Any
 from prefopt.errors import DataError
 
 NAME = "generate"
+OUT_KIND = "file"  # --out is the JSONL file itself
 HELP = "answer a dataset with a model (optionally REVERSE retrospective resampling) into resumable JSONL"
 
 
