@@ -326,3 +326,22 @@ def test_every_out_that_is_a_file_is_one_line(tmp_path, capsys, argv):
     target = tmp_path / "a_file"
     target.write_text("x")
     fail([a.replace("{f}", str(target)) for a in argv], capsys, str(target), "is a file, not a folder")
+
+
+def test_eval_and_generate_inputs_before_the_model(world, tmp_path, capsys):
+    fail(["eval", "pope", "--model", NO_MODEL, "--data", tmp_path / "no.jsonl", "--out", tmp_path / "ev"],
+         capsys, "--data", "not found")
+    fail(["eval", "pope", "--model", NO_MODEL, "--data", world / "pope.jsonl", "--image-root", tmp_path / "nodir",
+          "--out", tmp_path / "ev"], capsys, "--image-root", "not a folder")
+    fail(["generate", "--model", NO_MODEL, "--data", world / "pope.jsonl", "--image-root", tmp_path / "nodir",
+          "--out", tmp_path / "a.jsonl"], capsys, "--image-root", "not a folder")
+
+
+def test_generate_reads_pope_files_with_images_next_to_them(world, tmp_path, monkeypatch):
+    from prefopt.commands.generate import load_items
+
+    monkeypatch.chdir(tmp_path)
+    items = load_items(str(world / "pope.jsonl"))
+    first = json.loads((world / "pope.jsonl").read_text().splitlines()[0])
+    assert items[0]["id"] == str(first["question_id"]) and items[0]["question"] == first["text"]
+    assert items[0]["images"] == [str(world / first["image"])]

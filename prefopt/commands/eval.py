@@ -85,11 +85,24 @@ def run(args: argparse.Namespace) -> int:
     check_not_file(args.out)
     if args.limit is not None and args.limit < 1:
         raise PrefoptError(f"--limit must be at least 1, got {args.limit}")
+    _check_inputs(args)
     try:
         return _evaluate(args)
     except BaseException as err:
         _mark_failed(args.out, err)
         raise
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """The benchmark file and image root exist, before any model is loaded."""
+    from pathlib import Path
+
+    from prefopt.errors import PrefoptError
+
+    if args.model and args.data and not Path(args.data).exists():
+        raise PrefoptError(f"--data {args.data}: file not found")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise PrefoptError(f"--image-root {args.image_root}: not a folder")
 
 
 def _mark_failed(out: str, err: BaseException) -> None:

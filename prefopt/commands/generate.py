@@ -186,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     check_not_file(out.parent, "--out")
     if args.limit is not None and args.limit < 1:
         raise PrefoptError(f"--limit must be at least 1, got {args.limit}")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise PrefoptError(f"--image-root {args.image_root}: not a folder")
     items = load_items(args.data, args.image_root)[: args.limit]
     done = done_ids(out)
     todo = [it for it in items if it["id"] not in done]
