@@ -345,3 +345,19 @@ def test_generate_reads_pope_files_with_images_next_to_them(world, tmp_path, mon
     first = json.loads((world / "pope.jsonl").read_text().splitlines()[0])
     assert items[0]["id"] == str(first["question_id"]) and items[0]["question"] == first["text"]
     assert items[0]["images"] == [str(world / first["image"])]
+
+
+def test_sft_run_done_then_refused_then_resumed_then_changed(world, tmp_path, tiny_qwen_dir, capsys):
+    out = tmp_path / "run"
+    argv = ["sft", "--config", SFT, f"model.name_or_path={tiny_qwen_dir}", f"data.path={world / 'sft.json'}",
+            f"training.output_dir={out}", "training.save_strategy=steps", "training.save_steps=1",
+            "training.learning_rate=1e-5"]
+    assert main(argv) == 0
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["status"] == "done" and info["command"] == "sft"
+    fail(argv, capsys, "already holds a sft done run", "--resume")  # a finished run is never overwritten
+    fail([*argv, "--resume", "training.learning_rate=2e-5"], capsys,
+         "training.learning_rate (1e-05 -> 2e-05)")
+    assert main([*argv, "--resume", "training.max_steps=2"]) == 0  # the same recipe, one step further
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
