@@ -185,8 +185,9 @@ def test_bad_template_row_names_file_and_row(tmp_path):
         bench.read_predictions(bad, EvalOptions(judge=judge))
 
 
-def test_judge_gets_room_for_explanation_and_rating(monkeypatch):
-    """prefopt's default 256-token judge budget is raised to 1024 (the official script sets no limit)."""
+@pytest.mark.parametrize("cap,sent", [(None, None), (256, 1024), (4096, 4096)])
+def test_judge_gets_room_for_explanation_and_rating(monkeypatch, cap, sent):
+    """No cap stays no cap (as the official script); a cap below 1024 is raised to 1024, a larger one kept."""
     import prefopt.eval.mmhal as mmhal
 
     seen = {}
@@ -197,7 +198,8 @@ def test_judge_gets_room_for_explanation_and_rating(monkeypatch):
 
     monkeypatch.setattr(mmhal, "ask_judge", fake_ask)
     bench = get_benchmark("mmhal")
-    opts = EvalOptions(rounds=5, judge=JudgeConfig(base_url="http://127.0.0.1:9", model="fake"))
+    judge = JudgeConfig(base_url="http://127.0.0.1:9", model="fake", max_tokens=cap)
+    opts = EvalOptions(rounds=5, judge=judge)
     m = bench.score(bench.read_predictions(TEMPLATE, opts), opts)
-    assert seen == {"max_tokens": 1024, "system": None}
+    assert seen == {"max_tokens": sent, "system": None}
     assert m["metrics"]["score"]["value"] == pytest.approx(OFFICIAL_SCORE)

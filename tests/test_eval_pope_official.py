@@ -118,7 +118,7 @@ def test_limit_must_be_positive(tmp_path, capsys):
     args = ["eval", "pope", "--model", "m", "--data", "d.json", "--out", str(tmp_path / "o")]
     assert main([*args, "--limit", "0"]) == 2
     err = capsys.readouterr().err
-    assert "--limit must be a positive number" in err and "Traceback" not in err
+    assert "--limit must be at least 1" in err and "Traceback" not in err
 
 
 def test_one_answers_file_with_categories(tmp_path):

@@ -93,7 +93,7 @@ class MMHal(Benchmark):
                 raise DataError(str(err)) from None
         prompts = [judge_prompt(r["image_content"], r["question"], r["gt_answer"], r["answer"]) for r in rows]
         judge = opts.judge
-        if judge.max_tokens < JUDGE_MAX_TOKENS:
+        if judge.max_tokens is not None and judge.max_tokens < JUDGE_MAX_TOKENS:  # None: no cap at all
             judge = dataclasses.replace(judge, max_tokens=JUDGE_MAX_TOKENS)
         replies, stats = ask_judge(judge, prompts, [r["id"] for r in rows], out_dir=out_dir)
         typed = [{**r, "question_type": r.get("category")} for r in rows]
