@@ -9,7 +9,6 @@ Accelerate, DeepSpeed, checkpoints and logging come from ``Trainer``; LoRA from 
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 from collections import defaultdict
@@ -32,7 +31,7 @@ from prefopt.dpo.collator import (
 )
 from prefopt.dpo.config import LossSettings, SymMPOConfig
 from prefopt.dpo.contrastive import ContrastiveImages
-from prefopt.dpo.losses import dpo_loss, loss_keys, mdpo_loss, symmpo_loss
+from prefopt.dpo.losses import get_loss, loss_keys
 from prefopt.dpo.reference import (
     cache_file,
     compute_reference_logps,
@@ -49,15 +48,8 @@ logger = logging.getLogger(__name__)
 
 
 def make_loss_fn(settings: LossSettings) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """The loss preset ``settings.name`` with the recipe's weights bound."""
-    if settings.name == "dpo":
-        return functools.partial(dpo_loss, beta=settings.beta)
-    if settings.name == "mdpo":
-        return functools.partial(mdpo_loss, beta=settings.beta, eta=settings.eta, delta=settings.delta,
-                                 mu=settings.mu)
-    return functools.partial(symmpo_loss, beta=settings.beta, beta_anchor=settings.beta_anchor, lam=settings.lam,
-                             gamma=settings.gamma, eta=settings.eta, delta=settings.delta,
-                             gamma_on_scaled=settings.gamma_on_scaled)
+    """The loss ``settings.name`` of the loss table with the recipe's weights bound."""
+    return get_loss(settings.name).bind(settings)
 
 
 class SymMPOTrainer(ReliableTrainerMixin, Trainer):
