@@ -1,5 +1,8 @@
 """Instruction templates for GRPO prompts (SPEC 1.1) and the LLaVA-CoT -> four-stage rewrite (SPEC 1.7).
 
+Shared by data, rewards, evaluation, SFT and GRPO, so it sits at the bottom layer (it needs only
+:mod:`prefopt.errors`); ``prefopt.grpo.prompts`` re-exports it for earlier callers.
+
 ``four_stage``: the "Ground What You See" format ``<prethink> <caption> <think> <answer>`` (the paper's
 "planning" stage is tagged ``prethink`` as in its code). ``r1``: the classic ``<think> <answer>`` format
 of DeepSeek-R1 / Video-R1, also used to ask the caption judge. Both end with a per-type suffix telling the

@@ -43,6 +43,7 @@ from prefopt.eval.common import (
     require,
     scoring_summary,
 )
+from prefopt.prompts import build_prompt
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 SPLITS = ("adversarial", "popular", "random")
@@ -54,8 +55,6 @@ _LETTERS = re.compile(r"[a-z]+")
 def pope_prompt(question: str, template: str) -> str:
     """The prompt for one question: LLaVA-1.5's short-answer instruction, or the four-stage GWYS prompt."""
     if template == "four_stage":
-        from prefopt.grpo.prompts import build_prompt
-
         return build_prompt(question, "yes/no", (), "four_stage")
     if template != "plain":
         raise ValueError(f"POPE template must be one of {TEMPLATES}, got {template!r}")

@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefopt.errors import DataError
+from prefopt.prompts import llava_cot_to_four_stage
 
 
 def to_four_stage(example: Any) -> Any:
     """Rewrite every assistant turn of a LLaVA-CoT conversation into the four-stage format (SPEC 1.7)."""
     from prefopt.data.schema import assistant_message, message_text
-    from prefopt.grpo.prompts import llava_cot_to_four_stage
-
     messages = []
     for msg in example.messages:
         if msg.get("role") == "assistant":
