@@ -20,6 +20,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from prefopt.config import ConfigError
+from prefopt.data.bad_rows import BadRows, read_tolerant
+from prefopt.data.formats import read_dataset
+from prefopt.data.lengths import model_length_check
 from prefopt.dpo.collator import (
     KEY_PARTS,
     PreferenceCollator,
@@ -42,6 +45,8 @@ from prefopt.dpo.reference import (
     save_cache,
 )
 from prefopt.errors import DataError, ModelError
+from prefopt.models.adapter import load_adapter
+from prefopt.training.common import last_checkpoint, plot_training_curves, prepare_policy, write_run_config
 from prefopt.training.reliability import ReliableTrainerMixin, run_training
 
 logger = logging.getLogger(__name__)
@@ -104,9 +109,6 @@ class SymMPOTrainer(ReliableTrainerMixin, Trainer):
 def read_examples(config: SymMPOConfig, tracker: Any = None) -> list[Any]:
     """The preference records of ``config.data`` (first ``max_examples`` when set); with a ``BadRows``
     ``tracker`` bad rows are recorded there and skipped instead of raised."""
-    from prefopt.data.bad_rows import read_tolerant
-    from prefopt.data.formats import read_dataset
-
     data = config.data
     if not data.path:
         raise DataError("data.path is empty: give a SymMPO parquet or a preference dataset")
@@ -125,14 +127,10 @@ def read_examples(config: SymMPOConfig, tracker: Any = None) -> list[Any]:
 
 def read_checked(config: SymMPOConfig, keys: Sequence[str]) -> tuple[list[Any], Any]:
     """Examples fit for the loss ``keys``, bad rows skipped and counted (``data.max_bad_fraction``)."""
-    from prefopt.data.bad_rows import BadRows
-
     tracker = BadRows(config.data.path, config.data.max_bad_fraction)
     examples = read_examples(config, tracker)
     mode = config.contrastive if any(KEY_PARTS[k][0] == "contrastive_image" for k in keys) else "none"
     examples = screen_examples(examples, keys, config.loss.name, mode, tracker)
-    from prefopt.data.lengths import model_length_check
-
     check = model_length_check(config.model.name_or_path, 0, config.data.overlong, "prompt + response",
                                config.model.trust_remote_code)
     if check is not None:
@@ -156,8 +154,6 @@ def _fingerprint_parts(config: SymMPOConfig, keys: Sequence[str], n_rows: int) -
 
 
 def _load_frozen(config: SymMPOConfig, path: str, device: Any) -> Any:
-    from prefopt.models.adapter import load_adapter
-
     m = config.model
     adapter = load_adapter(path, family=m.family, dtype=m.dtype, attn_implementation=m.attn_implementation,
                            quantization=m.quantization)
@@ -239,13 +235,6 @@ def _online_reference_model(config: SymMPOConfig, device: Any) -> Any:
 
 def train(config: SymMPOConfig) -> Path:
     """Run a whole SymMPO/DPO/mDPO training from a resolved recipe; returns the output directory."""
-    from prefopt.training.common import (
-        last_checkpoint,
-        plot_training_curves,
-        prepare_policy,
-        write_run_config,
-    )
-
     keys = loss_keys(config.loss.name)
     examples, tracker = read_checked(config, keys)
     if not any(KEY_PARTS[k][0] == "contrastive_image" for k in keys):

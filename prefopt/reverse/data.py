@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from prefopt.data.formats import read_llava_conversations
 from prefopt.data.schema import ConversationExample, message_text
 from prefopt.errors import DataError
 from prefopt.reverse.resample import ResampleConfig, strip_tags, with_hint
@@ -109,8 +110,6 @@ def load_reverse_conversations(
     path: str | Path, image_root: str | Path | None = None, hint_probability: float = 0.0, seed: int = 0,
 ) -> list[ConversationExample]:
     """Read LLaVA conversation JSON with tagged answers, checked and (optionally) hint-augmented."""
-    from prefopt.data.formats import read_llava_conversations
-
     examples = read_llava_conversations(path, image_root=image_root)
     return list(prepare_reverse_examples(examples, str(path), hint_probability, seed))
 
