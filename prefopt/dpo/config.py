@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prefopt.config import ConfigError, check_fields, check_ranges, load_config
 from prefopt.dpo.losses import loss_names
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.training.reliability import ReliabilitySettings
@@ -96,8 +97,6 @@ def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
 
     from transformers import TrainingArguments
 
-    from prefopt.config import ConfigError, check_fields, check_ranges
-
     t = config.training
     t.extra = check_fields(t.extra, TrainingArguments, where, section="training.extra")
     named = {f.name for f in dataclasses.fields(TrainingSettings)} - {"extra"}
@@ -124,6 +123,4 @@ def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
 
 def load_recipe(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> SymMPOConfig:
     """Load and validate a SymMPO recipe from YAML plus dotted overrides."""
-    from prefopt.config import load_config
-
     return validate(load_config(SymMPOConfig, path, overrides), str(path) if path else "config")
