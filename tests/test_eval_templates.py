@@ -10,7 +10,7 @@ from prefopt.errors import DataError
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.pope import pope_prompt, yes_no_prediction
 from prefopt.eval.runner import get_benchmark
-from prefopt.grpo.prompts import build_prompt
+from prefopt.prompts import build_prompt
 
 SHAPES = {"circle": ["circles"], "square": ["squares"], "cross": ["crosses"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prefopt.errors import DataError
-from prefopt.grpo.prompts import build_prompt, llava_cot_to_four_stage, render_options
+from prefopt.prompts import build_prompt, llava_cot_to_four_stage, render_options
 from prefopt.rewards.format import four_stage_format
 
 
@@ -70,3 +70,12 @@ def test_llava_cot_missing_stage_names_record():
     }
     with pytest.raises(DataError, match="bad7.*CAPTION"):
         llava_cot_to_four_stage(record)
+
+
+def test_grpo_prompts_reexports_the_shared_module():
+    """The templates moved to prefopt.prompts (below data/rewards/eval/sft); the old path still works."""
+    import prefopt.grpo.prompts as old
+    import prefopt.prompts as new
+
+    for name in ("build_prompt", "render_options", "llava_cot_to_four_stage", "TYPE_SUFFIX", "TEMPLATES"):
+        assert getattr(old, name) is getattr(new, name)

@@ -169,3 +169,26 @@ def test_generate_reads_three_layouts(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text('{"id": "a", "text": "x"}\n{"id": "b", "te')
     assert done_ids(out) == {"a"}
+
+
+def test_tag_regexes_come_from_the_token_declaration():
+    """prefopt/reverse/ builds its regexes from prefopt.models.tokens: no code string there spells a tag."""
+    import ast
+
+    from prefopt.models.tokens import REVERSE_TOKENS
+    from prefopt.reverse.tags import TAG_RE, UNCONFIDENT_RE, tag
+
+    assert [m.group(0) for m in TAG_RE.finditer("".join(REVERSE_TOKENS))] == list(REVERSE_TOKENS)
+    text = f"{tag('a cat')} and {tag('a dog', confident=False)}."
+    assert UNCONFIDENT_RE.findall(text) == ["a dog"]
+    folder = Path(__file__).resolve().parents[1] / "prefopt" / "reverse"
+    hits = []
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef) and n.body
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        hits += [f"{path.name}:{n.lineno}" for n in ast.walk(tree)
+                 if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+                 and any(t in n.value for t in REVERSE_TOKENS)]
+    assert not hits, f"REVERSE tags spelled literally in code: {hits}"

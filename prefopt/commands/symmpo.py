@@ -16,6 +16,7 @@ Rows without a contrastive image get one with `contrastive=similar` (nearest dat
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 
 from prefopt.commands._outdir import add_folder_flags
 
@@ -23,9 +24,30 @@ NAME = "symmpo"
 HELP = "offline SymMPO / mDPO / DPO preference training (one loss, three settings)"
 
 
+class _LossNames:
+    """The ``--loss`` choices, read from the loss table only when argparse checks or prints them: the table
+    module imports torch, which ``prefopt --help`` must not pay for."""
+
+    def _names(self) -> tuple[str, ...]:
+        from prefopt.dpo.losses import loss_names
+
+        return loss_names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
+LOSS_CHOICES = _LossNames()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/symmpo/ and recipes/tiny/*symmpo*)")
-    parser.add_argument("--loss", choices=["symmpo", "dpo", "mdpo"], help="loss preset (sets loss.name)")
+    # metavar: argparse would otherwise list the choices (and import the table) while building the parser
+    parser.add_argument("--loss", choices=LOSS_CHOICES, metavar="LOSS",
+                        help="a loss of the table: %(choices)s (sets loss.name)")
     add_folder_flags(parser)
     # REMAINDER (re-parsed in run) so that options may also follow the overrides: `x=1 --loss dpo`
     parser.add_argument("overrides", nargs=argparse.REMAINDER,
@@ -38,7 +60,7 @@ def _late_options(args: argparse.Namespace) -> tuple[str | None, str | None, lis
 
     late = argparse.ArgumentParser(prog="prefopt symmpo", add_help=False, exit_on_error=False)
     late.add_argument("--config")
-    late.add_argument("--loss", choices=["symmpo", "dpo", "mdpo"])
+    late.add_argument("--loss", choices=LOSS_CHOICES, metavar="LOSS")
     late.add_argument("--resume", action="store_true")
     late.add_argument("--overwrite", action="store_true")
     try:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from prefopt.prompts import build_prompt
+
 #: Object name -> (colour word, RGB). One colour per shape keeps the vision task learnable.
 OBJECTS: dict[str, tuple[str, tuple[int, int, int]]] = {
     "circle": ("red", (220, 40, 40)),
@@ -221,8 +223,6 @@ def _negative(scene: Scene, rng: random.Random) -> str:
 
 
 def _question_prompt(question: str) -> str:
-    from prefopt.grpo.prompts import build_prompt
-
     return build_prompt(question, "yes/no", (), "four_stage")
 
 

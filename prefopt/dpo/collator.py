@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prefopt.data.bad_rows import check_images
 from prefopt.data.images import load_image
 from prefopt.data.schema import PreferenceExample, user_message
 from prefopt.errors import DataError
+from prefopt.training.logprobs import response_token_logps, sequence_sums
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +70,6 @@ def validate_examples(examples: Sequence[PreferenceExample], keys: Sequence[str]
 def screen_examples(examples: Sequence[PreferenceExample], keys: Sequence[str], loss_name: str, mode: str,
                     tracker: Any) -> list[PreferenceExample]:
     """The examples fit for the loss whose images verify; the others are recorded in ``tracker`` (BadRows)."""
-    from prefopt.data.bad_rows import check_images
-
     def check(ex: PreferenceExample) -> None:
         problem = example_problem(ex, keys, loss_name, mode)
         if problem:
@@ -147,8 +147,6 @@ def sequence_logps(model: Any, batch: dict[str, Any]) -> Tensor:
     Only the states that predict a response token reach the LM head, in token chunks
     (:mod:`prefopt.training.logprobs`): no ``[rows, positions, V]`` logits are ever built.
     """
-    from prefopt.training.logprobs import response_token_logps, sequence_sums
-
     inputs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
     labels = batch["labels"]
     logps, rows, _ = response_token_logps(model, inputs, labels)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from prefopt.config import ConfigError, check_fields, check_ranges, load_config
+from prefopt.dpo.losses import loss_names
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.training.reliability import ReliabilitySettings
 
@@ -24,9 +26,10 @@ class DataSettings:
 
 @dataclass
 class LossSettings:
-    """The ``loss:`` section; ``name`` picks the preset, the rest are the weights of SPEC 3."""
+    """The ``loss:`` section; ``name`` picks a loss of the table (prefopt.dpo.losses.LOSSES), the rest are
+    the weights of SPEC 3; each loss reads the fields named as its parameters."""
 
-    name: Literal["symmpo", "dpo", "mdpo"] = "symmpo"
+    name: str = "symmpo"  # a name of the loss table: prefopt.dpo.losses.loss_names()
     beta: float = 0.1
     beta_anchor: float = 0.1  # β_2 of the anchor on (m', y'_w)
     lam: float = 0.5  # λ, weight of the symmetric pair terms (symmpo)
@@ -35,6 +38,10 @@ class LossSettings:
     delta: float = 0.0  # δ, anchor offset
     mu: float = 1.0  # weight of mDPO's image-conditional term (mdpo)
     gamma_on_scaled: bool = False  # False: γ on unscaled margins, as the released SymMPO code
+
+    def __post_init__(self) -> None:
+        if self.name not in loss_names():
+            raise ValueError(f"unknown loss.name {self.name!r}; choose one of {list(loss_names())}")
 
 
 @dataclass
@@ -90,8 +97,6 @@ def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
 
     from transformers import TrainingArguments
 
-    from prefopt.config import ConfigError, check_fields, check_ranges
-
     t = config.training
     t.extra = check_fields(t.extra, TrainingArguments, where, section="training.extra")
     named = {f.name for f in dataclasses.fields(TrainingSettings)} - {"extra"}
@@ -118,6 +123,4 @@ def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
 
 def load_recipe(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> SymMPOConfig:
     """Load and validate a SymMPO recipe from YAML plus dotted overrides."""
-    from prefopt.config import load_config
-
     return validate(load_config(SymMPOConfig, path, overrides), str(path) if path else "config")

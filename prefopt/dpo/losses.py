@@ -26,32 +26,83 @@ averaged over the batch. Departures from the paper, following the released SymMP
 ``γ·(β·h1 - β·h2)²``. Every log-sigmoid is ``F.logsigmoid``, finite for log-ratios of ±1e4.
 
 Presets: :func:`symmpo_loss` (μ = 0), :func:`dpo_loss` (λ = γ = η = μ = 0: needs only 1w/1l) and
-:func:`mdpo_loss` (λ = γ = 0, μ = 1, anchor on 1w only: needs 1w/1l/2w).
+:func:`mdpo_loss` (λ = γ = 0, μ = 1, anchor on 1w only: needs 1w/1l/2w); :func:`ipo_loss` is IPO on h0.
+
+**The loss table.** :data:`LOSSES` maps a loss name to its :class:`LossSpec`: the function, the sequence
+keys it reads (the collator builds exactly those) and its keyword parameters with their defaults (the
+trainer binds them from the recipe's ``loss:`` section). Config validation and the CLI's ``--loss`` choices
+read the same table, so a new loss is one decorated function here: ``@register_loss("name", keys=(...))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LOSS_KEYS", "preference_loss", "symmpo_loss", "dpo_loss", "mdpo_loss", "loss_keys"]
+__all__ = [
+    "LOSSES", "LOSS_KEYS", "LossSpec", "register_loss", "get_loss", "loss_names", "loss_keys",
+    "preference_loss", "symmpo_loss", "dpo_loss", "mdpo_loss", "ipo_loss",
+]
 
-#: The sequence keys each named loss needs, in the order the collator concatenates them.
-LOSS_KEYS: dict[str, tuple[str, ...]] = {
-    "dpo": ("1w", "1l"),
-    "mdpo": ("1w", "1l", "2w"),
-    "symmpo": ("1w", "1l", "12", "2w", "22"),
-}
+LossFn = Callable[..., tuple[Tensor, dict[str, Tensor]]]
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One row of the loss table: the function, the sequence keys it reads, its parameters with defaults."""
+
+    name: str
+    fn: LossFn
+    keys: tuple[str, ...]  # in the order the collator concatenates them
+    params: Mapping[str, Any]  # keyword-only parameters of ``fn`` -> default
+
+    def bind(self, settings: Any) -> LossFn:
+        """``fn`` with each parameter read from ``settings`` (e.g. the recipe's ``loss:``), else its default."""
+        return functools.partial(self.fn, **{p: getattr(settings, p, d) for p, d in self.params.items()})
+
+
+#: name -> LossSpec, in registration order (the order of the CLI's ``--loss`` choices).
+LOSSES: dict[str, LossSpec] = {}
+#: name -> sequence keys; a view of :data:`LOSSES` kept for callers of the earlier name.
+LOSS_KEYS: dict[str, tuple[str, ...]] = {}
+
+
+def register_loss(name: str, keys: tuple[str, ...]) -> Callable[[LossFn], LossFn]:
+    """Decorator: enter ``fn`` in the loss table as ``name`` reading sequences ``keys``."""
+
+    def enter(fn: LossFn) -> LossFn:
+        sig = inspect.signature(fn).parameters.values()
+        params = {p.name: p.default for p in sig if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        LOSSES[name] = LossSpec(name, fn, tuple(keys), MappingProxyType(params))
+        LOSS_KEYS[name] = tuple(keys)
+        return fn
+
+    return enter
+
+
+def loss_names() -> tuple[str, ...]:
+    """The registered loss names, in registration order."""
+    return tuple(LOSSES)
+
+
+def get_loss(name: str) -> LossSpec:
+    """The table row of loss ``name``; ValueError naming the choices when there is none."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}'; choose one of {list(LOSSES)}")
+    return LOSSES[name]
 
 
 def loss_keys(name: str) -> tuple[str, ...]:
-    """The sequence keys the loss ``name`` (dpo | mdpo | symmpo) needs."""
-    if name not in LOSS_KEYS:
-        raise ValueError(f"unknown loss '{name}'; choose one of {sorted(LOSS_KEYS)}")
-    return LOSS_KEYS[name]
+    """The sequence keys the loss ``name`` needs (see :data:`LOSSES`)."""
+    return get_loss(name).keys
 
 
 def _ratios(policy: Mapping[str, Tensor], reference: Mapping[str, Tensor], keys: tuple[str, ...]) -> dict[str, Tensor]:
@@ -123,6 +174,7 @@ def preference_loss(
     return per_example.mean(), {k: v.detach().float().mean() for k, v in metrics.items()}
 
 
+@register_loss("symmpo", keys=("1w", "1l", "12", "2w", "22"))
 def symmpo_loss(
     policy: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
@@ -147,6 +199,7 @@ def symmpo_loss(
                            eta=eta, delta=delta, mu=0.0, gamma_on_scaled=gamma_on_scaled)
 
 
+@register_loss("dpo", keys=("1w", "1l"))
 def dpo_loss(
     policy: Mapping[str, Tensor], reference: Mapping[str, Tensor], *, beta: float = 0.1
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -158,6 +211,7 @@ def dpo_loss(
     return preference_loss(policy, reference, beta=beta, lam=0.0, gamma=0.0, eta=0.0, mu=0.0)
 
 
+@register_loss("mdpo", keys=("1w", "1l", "2w"))
 def mdpo_loss(
     policy: Mapping[str, Tensor],
     reference: Mapping[str, Tensor],
@@ -175,3 +229,26 @@ def mdpo_loss(
     """
     return preference_loss(policy, reference, beta=beta, lam=0.0, gamma=0.0, eta=eta, delta=delta, mu=mu,
                            anchor_contrastive=False)
+
+
+@register_loss("ipo", keys=("1w", "1l"))
+def ipo_loss(
+    policy: Mapping[str, Tensor], reference: Mapping[str, Tensor], *, beta: float = 0.1
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """IPO (Azar et al. 2023), ``mean((h0 - 1/(2β))²)`` with ``h0 = d1w - d1l`` over keys 1w/1l (each ``[B]``).
+
+    β plays the paper's τ. The log-ratios are of **summed** response log-probs, as for every loss here
+    (TRL's ``loss_type="ipo"`` averages them over tokens first). Worked example (β = 0.1): policy
+    1w = -1, 1l = -3, reference 0 → h0 = 2, 1/(2β) = 5, L = (2 - 5)² = 9; with β = 0.5, L = (2 - 1)² = 1.
+    """
+    d = _ratios(policy, reference, ("1w", "1l"))
+    h0 = d["1w"] - d["1l"]
+    per_example = (h0 - 1 / (2 * beta)).pow(2)
+    metrics = {
+        "rewards/chosen": beta * d["1w"],
+        "rewards/rejected": beta * d["1l"],
+        "rewards/margins": beta * h0,
+        "rewards/accuracies": (h0 > 0).to(h0.dtype),
+        "loss/ipo": per_example,
+    }
+    return per_example.mean(), {k: v.detach().float().mean() for k, v in metrics.items()}

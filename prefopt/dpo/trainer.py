@@ -9,7 +9,6 @@ Accelerate, DeepSpeed, checkpoints and logging come from ``Trainer``; LoRA from 
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 from collections import defaultdict
@@ -21,6 +20,9 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from prefopt.config import ConfigError
+from prefopt.data.bad_rows import BadRows, read_tolerant
+from prefopt.data.formats import read_dataset
+from prefopt.data.lengths import model_length_check
 from prefopt.dpo.collator import (
     KEY_PARTS,
     PreferenceCollator,
@@ -32,7 +34,7 @@ from prefopt.dpo.collator import (
 )
 from prefopt.dpo.config import LossSettings, SymMPOConfig
 from prefopt.dpo.contrastive import ContrastiveImages
-from prefopt.dpo.losses import dpo_loss, loss_keys, mdpo_loss, symmpo_loss
+from prefopt.dpo.losses import get_loss, loss_keys
 from prefopt.dpo.reference import (
     cache_file,
     compute_reference_logps,
@@ -43,21 +45,16 @@ from prefopt.dpo.reference import (
     save_cache,
 )
 from prefopt.errors import DataError, ModelError
+from prefopt.models.adapter import load_adapter
+from prefopt.training.common import last_checkpoint, plot_training_curves, prepare_policy, write_run_config
 from prefopt.training.reliability import ReliableTrainerMixin, run_training
 
 logger = logging.getLogger(__name__)
 
 
 def make_loss_fn(settings: LossSettings) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """The loss preset ``settings.name`` with the recipe's weights bound."""
-    if settings.name == "dpo":
-        return functools.partial(dpo_loss, beta=settings.beta)
-    if settings.name == "mdpo":
-        return functools.partial(mdpo_loss, beta=settings.beta, eta=settings.eta, delta=settings.delta,
-                                 mu=settings.mu)
-    return functools.partial(symmpo_loss, beta=settings.beta, beta_anchor=settings.beta_anchor, lam=settings.lam,
-                             gamma=settings.gamma, eta=settings.eta, delta=settings.delta,
-                             gamma_on_scaled=settings.gamma_on_scaled)
+    """The loss ``settings.name`` of the loss table with the recipe's weights bound."""
+    return get_loss(settings.name).bind(settings)
 
 
 class SymMPOTrainer(ReliableTrainerMixin, Trainer):
@@ -112,9 +109,6 @@ class SymMPOTrainer(ReliableTrainerMixin, Trainer):
 def read_examples(config: SymMPOConfig, tracker: Any = None) -> list[Any]:
     """The preference records of ``config.data`` (first ``max_examples`` when set); with a ``BadRows``
     ``tracker`` bad rows are recorded there and skipped instead of raised."""
-    from prefopt.data.bad_rows import read_tolerant
-    from prefopt.data.formats import read_dataset
-
     data = config.data
     if not data.path:
         raise DataError("data.path is empty: give a SymMPO parquet or a preference dataset")
@@ -133,14 +127,10 @@ def read_examples(config: SymMPOConfig, tracker: Any = None) -> list[Any]:
 
 def read_checked(config: SymMPOConfig, keys: Sequence[str]) -> tuple[list[Any], Any]:
     """Examples fit for the loss ``keys``, bad rows skipped and counted (``data.max_bad_fraction``)."""
-    from prefopt.data.bad_rows import BadRows
-
     tracker = BadRows(config.data.path, config.data.max_bad_fraction)
     examples = read_examples(config, tracker)
     mode = config.contrastive if any(KEY_PARTS[k][0] == "contrastive_image" for k in keys) else "none"
     examples = screen_examples(examples, keys, config.loss.name, mode, tracker)
-    from prefopt.data.lengths import model_length_check
-
     check = model_length_check(config.model.name_or_path, 0, config.data.overlong, "prompt + response",
                                config.model.trust_remote_code)
     if check is not None:
@@ -164,8 +154,6 @@ def _fingerprint_parts(config: SymMPOConfig, keys: Sequence[str], n_rows: int) -
 
 
 def _load_frozen(config: SymMPOConfig, path: str, device: Any) -> Any:
-    from prefopt.models.adapter import load_adapter
-
     m = config.model
     adapter = load_adapter(path, family=m.family, dtype=m.dtype, attn_implementation=m.attn_implementation,
                            quantization=m.quantization)
@@ -247,13 +235,6 @@ def _online_reference_model(config: SymMPOConfig, device: Any) -> Any:
 
 def train(config: SymMPOConfig) -> Path:
     """Run a whole SymMPO/DPO/mDPO training from a resolved recipe; returns the output directory."""
-    from prefopt.training.common import (
-        last_checkpoint,
-        plot_training_curves,
-        prepare_policy,
-        write_run_config,
-    )
-
     keys = loss_keys(config.loss.name)
     examples, tracker = read_checked(config, keys)
     if not any(KEY_PARTS[k][0] == "contrastive_image" for k in keys):

@@ -43,6 +43,9 @@ from prefopt.eval.common import (
     require,
     scoring_summary,
 )
+from prefopt.eval.pope_files import read_joined
+from prefopt.prompts import build_prompt
+from prefopt.rewards.text import extract_tag
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 SPLITS = ("adversarial", "popular", "random")
@@ -54,8 +57,6 @@ _LETTERS = re.compile(r"[a-z]+")
 def pope_prompt(question: str, template: str) -> str:
     """The prompt for one question: LLaVA-1.5's short-answer instruction, or the four-stage GWYS prompt."""
     if template == "four_stage":
-        from prefopt.grpo.prompts import build_prompt
-
         return build_prompt(question, "yes/no", (), "four_stage")
     if template != "plain":
         raise ValueError(f"POPE template must be one of {TEMPLATES}, got {template!r}")
@@ -85,8 +86,6 @@ def answer_part(answer: str, template: str) -> str | None:
     """The text a reading looks at: the whole answer, or (four-stage) the last ``<answer>`` content, None if absent."""
     if template != "four_stage":
         return answer
-    from prefopt.rewards.text import extract_tag
-
     inner = extract_tag(answer, "answer")
     return inner if inner is not None and inner.strip() else None
 
@@ -189,8 +188,6 @@ class Pope(Benchmark):
         """Answer files, joined with the official question files of ``opts.data`` when given."""
         if not opts.data:
             return super().read_prediction_files(paths, opts)
-        from prefopt.eval.pope_files import read_joined
-
         rows, self.files = read_joined(paths, list(opts.data), opts)
         return rows
 

@@ -1,6 +1,6 @@
 """GRPO prompt data: Video-R1 / GWYS JSON records -> the Hugging Face dataset TRL's GRPOTrainer reads.
 
-Each row holds ``prompt`` (a conversational user turn built by ``prefopt.grpo.prompts.build_prompt`` with one
+Each row holds ``prompt`` (a conversational user turn built by ``prefopt.prompts.build_prompt`` with one
 placeholder per image or video), ``images`` (decoded lazily by ``datasets.Image``), ``videos`` (paths; frames are
 sampled per generation batch by :func:`attach_videos`), and the columns the reward
 functions read: ``solution``, ``problem_type``, ``problem``, ``options``, ``data_type`` and ``id``.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import ModelError
+from prefopt.files import readable_modes
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,5 @@ def save_model_dir(model: Any, processor: Any, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    from prefopt.training.common import readable_modes
-
     readable_modes(out)  # safetensors writes 0600; a model folder is for others to load too
     return out

@@ -17,38 +17,36 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from prefopt.data.formats import read_llava_conversations
 from prefopt.data.schema import ConversationExample, message_text
 from prefopt.errors import DataError
 from prefopt.reverse.resample import ResampleConfig, strip_tags, with_hint
-
-_TOKEN_RE = re.compile(r"<SPAN>|</CN>|</UN>")
-_UNCONFIDENT_RE = re.compile(r"<SPAN>((?:(?!<SPAN>|</CN>).)*?)</UN>", re.DOTALL)
+from prefopt.reverse.tags import SPAN_OPEN, TAG_RE, UNCONFIDENT_RE, tag
 
 
 def check_tagged_answer(text: str, path: str | None = None, row: int | None = None) -> None:
     """Raise :class:`DataError` unless every ``<SPAN>`` is closed by one ``</CN>``/``</UN>`` and nothing nests."""
     open_span = False
-    for match in _TOKEN_RE.finditer(text):
-        tag = match.group(0)
-        if tag == "<SPAN>":
+    for match in TAG_RE.finditer(text):
+        found = match.group(0)
+        if found == SPAN_OPEN:
             if open_span:
-                raise DataError(f"nested <SPAN> at character {match.start()} in answer {text[:80]!r}", path=path, row=row)
+                raise DataError(f"nested {SPAN_OPEN} at character {match.start()} in answer {text[:80]!r}", path=path, row=row)
             open_span = True
         else:
             if not open_span:
-                raise DataError(f"{tag} without an open <SPAN> at character {match.start()}", path=path, row=row)
+                raise DataError(f"{found} without an open {SPAN_OPEN} at character {match.start()}", path=path, row=row)
             open_span = False
     if open_span:
-        raise DataError(f"<SPAN> never closed in answer {text[:80]!r}", path=path, row=row)
+        raise DataError(f"{SPAN_OPEN} never closed in answer {text[:80]!r}", path=path, row=row)
 
 
 def unconfident_phrases(text: str) -> list[str]:
     """Phrases the answer closes with ``</UN>``, in order, without tags."""
-    return [strip_tags(m) for m in _UNCONFIDENT_RE.findall(text) if strip_tags(m)]
+    return [strip_tags(m) for m in UNCONFIDENT_RE.findall(text) if strip_tags(m)]
 
 
 def assistant_texts(example: ConversationExample) -> list[str]:
@@ -112,16 +110,14 @@ def load_reverse_conversations(
     path: str | Path, image_root: str | Path | None = None, hint_probability: float = 0.0, seed: int = 0,
 ) -> list[ConversationExample]:
     """Read LLaVA conversation JSON with tagged answers, checked and (optionally) hint-augmented."""
-    from prefopt.data.formats import read_llava_conversations
-
     examples = read_llava_conversations(path, image_root=image_root)
     return list(prepare_reverse_examples(examples, str(path), hint_probability, seed))
 
 
 def tag_answer(confident: Sequence[str], joiner: str = " ", unconfident: str | None = None, tail: str = ".") -> str:
     """Build a tagged answer: confident phrases joined, optionally ending with one ``</UN>`` phrase."""
-    parts = [f"<SPAN>{p}</CN>" for p in confident]
+    parts = [tag(p) for p in confident]
     text = joiner.join(parts)
     if unconfident is not None:
-        return f"{text}{joiner if parts else ''}<SPAN>{unconfident}</UN>"
+        return f"{text}{joiner if parts else ''}{tag(unconfident, confident=False)}"
     return text + tail

@@ -17,6 +17,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from prefopt.errors import ModelError
+from prefopt.models.tokens import REVERSE_TOKENS
 
 IGNORE_INDEX = -100
 
@@ -50,8 +51,6 @@ def reverse_labels(input_ids: Any, labels: Any, span_id: int, cn_id: int, un_id:
 
 def reverse_token_ids(tokenizer: Any) -> tuple[int, int, int]:
     """Ids of ``<SPAN>``, ``</CN>``, ``</UN>``; a clear error when the tokenizer lacks them."""
-    from prefopt.models.tokens import REVERSE_TOKENS
-
     vocab = tokenizer.get_vocab()
     missing = [t for t in REVERSE_TOKENS if t not in vocab]
     if missing:

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefopt.reverse.masking import reverse_token_ids
+from prefopt.reverse.tags import TAG_RE
 
-_TAG_RE = re.compile(r"<SPAN>|</CN>|</UN>")
 _SENTENCE_END = (".", "!", "?", "\n")
 #: What a malformed span structure is flagged as (the seed's "Format Error", lower-cased as its hints are).
 FORMAT_ERROR = "format error"
@@ -85,7 +85,7 @@ class ResampleResult:
 
 def strip_tags(text: str) -> str:
     """Remove ``<SPAN>``, ``</CN>``, ``</UN>`` and tidy the spaces they leave."""
-    text = _TAG_RE.sub("", text)
+    text = TAG_RE.sub("", text)
     text = re.sub(r"[ \t]{2,}", " ", text)
     return re.sub(r" +([.,;:!?])", r"\1", text).strip()
 

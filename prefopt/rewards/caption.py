@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from prefopt.grpo.prompts import TYPE_SUFFIX, build_prompt, render_options
+from prefopt.prompts import TYPE_SUFFIX, build_prompt, render_options
 from prefopt.rewards.answers import score
 from prefopt.rewards.judge import JudgeClient
 from prefopt.rewards.text import completion_text, extract_tag, prompt_text

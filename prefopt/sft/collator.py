@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from prefopt.config import ConfigError
+from prefopt.data.images import load_image
+from prefopt.data.schema import assistant_message, message_text
+from prefopt.data.video import load_video_frames
 from prefopt.errors import DataError
+from prefopt.prompts import llava_cot_to_four_stage
+from prefopt.reverse.masking import apply_reverse_masking
 
 
 def to_four_stage(example: Any) -> Any:
     """Rewrite every assistant turn of a LLaVA-CoT conversation into the four-stage format (SPEC 1.7)."""
-    from prefopt.data.schema import assistant_message, message_text
-    from prefopt.grpo.prompts import llava_cot_to_four_stage
-
     messages = []
     for msg in example.messages:
         if msg.get("role") == "assistant":
@@ -53,8 +56,6 @@ class ConversationCollator:
 
     def __init__(self, adapter: Any, reverse: bool = False, tag_weight: float = 1.0, video_frames: int = 8,
                  max_length: int | None = None, overlong: str = "truncate"):
-        from prefopt.config import ConfigError
-
         if overlong not in OVERLONG:
             raise ConfigError(f"data.overlong must be one of {list(OVERLONG)}, got {overlong!r}")
         limit = max_positions(getattr(adapter, "model", None))
@@ -72,8 +73,6 @@ class ConversationCollator:
         self.bad_skipped = 0
 
     def _videos(self, example: Any) -> list[Any]:
-        from prefopt.data.video import load_video_frames
-
         return [
             load_video_frames(v, num_frames=self.video_frames) if isinstance(v, str) else v
             for v in example.videos
@@ -82,8 +81,6 @@ class ConversationCollator:
     def _decodable(self, examples: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
         """``(example, decoded images)`` of the examples whose images decode; the others are counted."""
         import logging
-
-        from prefopt.data.images import load_image
 
         kept = []
         for ex in examples:
@@ -107,8 +104,6 @@ class ConversationCollator:
         batch = self.adapter.encode_conversations(conversations, images, videos)
         batch = self._limit_length(dict(batch), examples)
         if self.reverse:
-            from prefopt.reverse.masking import apply_reverse_masking
-
             batch = apply_reverse_masking(batch, self.adapter.tokenizer, self.tag_weight)
         return dict(batch)
 

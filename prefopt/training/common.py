@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.config import save_config
+from prefopt.files import readable_modes  # noqa: F401  (moved below the models layer; kept importable here)
 from prefopt.models.settings import LoraSettings, ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -71,31 +72,6 @@ def write_run_config(config: Any, out_dir: str | Path) -> Path:
 
 
 RUN_INFO = "run_info.json"
-
-
-def readable_modes(folder: str | Path, recursive: bool = False) -> int:
-    """Give every file under ``folder`` the read bits the umask allows (0644 under the usual 022).
-
-    safetensors writes its files mode 0600 (a private temporary file renamed into place), so a model saved
-    for others to load or serve was unreadable to them. Returns how many files were changed.
-    """
-    mask = os.umask(0)
-    os.umask(mask)
-    wanted = 0o644 & ~mask
-    root = Path(folder)
-    if not root.is_dir():
-        return 0
-    changed = 0
-    for path in root.rglob("*") if recursive else root.iterdir():
-        try:
-            if path.is_file() and not path.is_symlink():
-                mode = path.stat().st_mode & 0o777
-                if mode & wanted != wanted:
-                    os.chmod(path, mode | wanted)
-                    changed += 1
-        except OSError:
-            continue  # a file another process removed or owns: leave it
-    return changed
 
 
 def update_run_info(out_dir: str | Path, **fields: Any) -> Path:
