@@ -70,3 +70,19 @@ def shapes(tmp_path_factory):
     argv = ["make-data", "--out", str(out), "--train", "2", "--grpo", "16", "--preference", "16", "--eval", "2"]
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture
+def scripted_policy(monkeypatch):
+    """Every other GRPO completion is a well-formed four-stage answer, so rewards vary and the judge gets captions."""
+    from prefopt.grpo.trainer import GroundedGRPOTrainer
+    from tests.helpers import CANNED
+
+    original = GroundedGRPOTrainer._generate_single_turn
+
+    def scripted(self, *args, **kwargs):
+        ids, logprobs = original(self, *args, **kwargs)
+        canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
+        return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
+
+    monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)

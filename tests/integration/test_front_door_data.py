@@ -572,9 +572,8 @@ def test_generate_refuses_an_overlong_prompt_naming_the_row(tiny_qwen_dir, tmp_p
 def test_judge_counters_in_the_log_are_the_whole_world_under_ddp(tiny_qwen_dir, shapes, tmp_path):
     """Two ranks, caption judge on a loopback server: the logged judge/calls equal what the server saw
     (before, rank 0 logged only its own half)."""
-    from test_multiproc import launch_two_ranks
-
     from prefopt.testing.judge_server import JudgeServer
+    from tests.helpers import launch_two_ranks
 
     out = tmp_path / "run"
     args = ["grpo", "--config", "recipes/tiny/qwen_grpo.yaml", f"model.name_or_path={tiny_qwen_dir}",

@@ -17,8 +17,9 @@ import pytest
 
 from prefopt.cli import main
 from prefopt.eval.pope import official_reading, robust_reading
+from tests.helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "pope"
+DATA = TEST_DATA / "pope"
 
 # (accuracy, precision, recall, f1, yes_ratio) printed by LLaVA's eval_pope.py
 LLAVA_PRINTED = {

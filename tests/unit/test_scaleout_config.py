@@ -10,8 +10,9 @@ import pytest
 
 from prefopt.config import ConfigError
 from prefopt.grpo.config import load_recipe
+from tests.helpers import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 PRESETS = sorted((REPO / "recipes" / "accelerate").glob("*.yaml"))
 VLLM_RECIPE = "recipes/gwys/qwen2_5_vl_7b_grpo_vllm.yaml"
 

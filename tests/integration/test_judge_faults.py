@@ -8,10 +8,9 @@ import json
 import logging
 import shutil
 
-from test_grpo_trainer import judge_knows, scripted_policy, write_prompts  # noqa: F401  (fixture)
-
 from prefopt.cli import main
 from prefopt.testing.judge_server import FAULTS, JudgeServer
+from tests.helpers import judge_knows, write_prompts
 
 #: every distinct judge request first meets each fault once, then gets its answer
 SCHEDULE = ["500", "429", "timeout", "malformed", "empty", "ok"]

@@ -15,15 +15,15 @@ The object sets the script derived for the 24 images equal those in the reposito
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from prefopt.cli import main
 from prefopt.eval.chair_official import caption_objects
 from prefopt.eval.singular import singularize
+from tests.helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "chair"
+DATA = TEST_DATA / "chair"
 ANN = DATA / "annotations"
 
 # overall_metrics written by chair.py

@@ -10,12 +10,13 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks/ package lives at the repo root
+from tests.helpers import ROOT
+
+sys.path.insert(0, str(ROOT))  # the benchmarks/ package lives at the repo root
 from benchmarks import run_all  # noqa: E402
 
 

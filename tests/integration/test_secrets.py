@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from test_eval_judge import mmhal_answer
-from test_grpo_trainer import judge_knows, scripted_policy, write_prompts  # noqa: F401  (fixture)
 
 from prefopt.cli import main
 from prefopt.testing.judge_server import JudgeServer
+from tests.helpers import judge_knows, mmhal_answer, write_prompts
 
 KEY_ENV = "PREFOPT_TEST_KEY"
 

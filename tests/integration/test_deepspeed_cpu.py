@@ -8,11 +8,12 @@ parameters. The rank probe and checks are those of test_multiproc.py.
 from __future__ import annotations
 
 import pytest
-from test_multiproc import REPO, assert_in_sync, launch_two_ranks
+
+from tests.helpers import ROOT, assert_in_sync, launch_two_ranks
 
 pytest.importorskip("deepspeed")
 
-PRESET = REPO / "recipes" / "accelerate" / "cpu_zero2.yaml"
+PRESET = ROOT / "recipes" / "accelerate" / "cpu_zero2.yaml"
 pytestmark = pytest.mark.slow  # real 2-process launches: about 30-40 s each
 
 

@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
 from prefopt.eval.mmhal import parse_rating
 from prefopt.testing.judge_server import JudgeServer
-
-REPLIES = {
-    "alpha": "Accurate and detailed. Rating: 6",
-    "beta": "Rating: 5 ... on reflection, Rating: 2",
-    "gamma": "**Rating:** 4",
-    "delta": "I cannot tell.",
-}
-
-
-def mmhal_answer(messages):
-    """Reply chosen by the response under review (the word after the prompt's last section heading)."""
-    text = messages[-1]["content"]
-    return REPLIES[re.search(r"### LMM Response to Evaluate\n(\w+)", text).group(1)]
+from tests.helpers import mmhal_answer
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 SCRIPTS = ROOT / "scripts"
 
 #: check -> figures its JSON entry must hold

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from prefopt.models.registry import adapter_class, families
+from tests.helpers import ROOT as REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1] / "prefopt"
+ROOT = REPO_ROOT / "prefopt"
 MODELS = ROOT / "models"
 
 #: Processor outputs / forward arguments that exist for some families only.

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from prefopt.cli import main
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SFT = str(ROOT / "recipes/tiny/qwen_sft.yaml")
 GRPO = str(ROOT / "recipes/tiny/qwen_grpo.yaml")
 SELECT = str(ROOT / "recipes/tiny/qwen_select.yaml")

@@ -49,7 +49,7 @@ def test_score_responses_weights_rewards():
 def test_cli_select_writes_subset_stats_and_plot(family, tiny_model_dirs, tmp_path):
     """Both families on image prompts; Qwen2.5-VL also on two video prompts."""
     from prefopt.data.formats import read_video_r1
-    from tests.test_grpo_trainer import write_mixed_prompts, write_prompts
+    from tests.helpers import write_mixed_prompts, write_prompts
 
     data = write_prompts(tmp_path) if family == "llava" else write_mixed_prompts(tmp_path)
     out = tmp_path / "sel"

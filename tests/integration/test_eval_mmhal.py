@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -35,8 +34,9 @@ from prefopt.eval.mmhal_scoring import (
 from prefopt.eval.runner import get_benchmark
 from prefopt.rewards.judge import JudgeConfig
 from prefopt.testing.judge_server import JudgeServer
+from tests.helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "mmhal"
+DATA = TEST_DATA / "mmhal"
 TEMPLATE = DATA / "response_template_sample.json"
 RECORDS = json.loads(TEMPLATE.read_text())
 REPLIES = json.loads((DATA / "judge_replies.json").read_text())

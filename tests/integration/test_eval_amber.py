@@ -16,7 +16,6 @@ and EXIST.json its 79 existence answers.  The printed percentages are stored bel
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -24,8 +23,9 @@ from prefopt.errors import DataError
 from prefopt.eval.amber_scoring import read_official, read_robust, score_amber
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.runner import get_benchmark
+from tests.helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "amber"
+DATA = TEST_DATA / "amber"
 ANSWERS, QUERIES, ANNOTATIONS = (
     DATA / f for f in ("answers_sample.json", "query_all_sample.json", "annotations_sample.json")
 )

@@ -12,7 +12,6 @@ import math
 import pytest
 import torch
 from PIL import Image
-from test_resume import write_symmpo_pairs
 
 from prefopt.cli import main
 from prefopt.data.schema import user_message
@@ -26,6 +25,7 @@ from prefopt.models.registry import (
     read_model_type,
 )
 from prefopt.models.tiny import TINY_FAMILIES
+from tests.helpers import write_symmpo_pairs
 
 
 @pytest.fixture(scope="module")

@@ -15,53 +15,9 @@ from prefopt.cli import main
 from prefopt.grpo.trainer import GroundedGRPOTrainer
 from prefopt.models.registry import adapter_class
 from prefopt.models.tiny import TINY_FAMILIES
+from tests.helpers import ROWS, judge_knows, write_mixed_prompts, write_prompts
 
 VIDEO_FAMILIES = [f for f in TINY_FAMILIES if adapter_class(f).supports_video]
-
-CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"
-ROWS = [
-    {"problem": "Is there a circle?", "solution": "<answer>yes</answer>", "problem_type": "yes/no"},
-    {
-        "problem": "Which shape is red?",
-        "options": ["A. circle", "B. square"],
-        "solution": "<answer>A</answer>",
-        "problem_type": "multiple choice",
-    },
-    {"problem": "How many shapes are there?", "solution": "<answer>2</answer>", "problem_type": "numerical"},
-    {"problem": "Is there a star?", "solution": "<answer>no</answer>", "problem_type": "yes/no"},
-]
-
-
-def write_prompts(folder):
-    """Four image prompts in the Video-R1 / GWYS JSON layout, images drawn with PIL."""
-    rows = []
-    for i, row in enumerate(ROWS):
-        Image.new("RGB", (56, 56), (60 * i, 90, 200 - 40 * i)).save(folder / f"p{i}.png")
-        rows.append({**row, "data_type": "image", "path": f"p{i}.png", "problem_id": i})
-    path = folder / "grpo.json"
-    path.write_text(json.dumps(rows))
-    return path
-
-
-def judge_knows(messages):
-    """A judge that answers every question correctly (so each canned caption earns caption reward 1)."""
-    text = json.dumps(messages)
-    row = next(r for r in ROWS if r["problem"] in text)
-    return f"<think>from the description</think>{row['solution']}"
-
-
-@pytest.fixture
-def scripted_policy(monkeypatch):
-    """Every other completion is a well-formed four-stage answer, so rewards vary and the judge gets captions."""
-    original = GroundedGRPOTrainer._generate_single_turn
-
-    def scripted(self, *args, **kwargs):
-        ids, logprobs = original(self, *args, **kwargs)
-        canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
-        return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
-
-    monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)
-
 
 def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripted_policy):
     from prefopt.models.adapter import load_adapter
@@ -202,33 +158,6 @@ def test_recipes_parse_and_reject_unknown_training_key():
         load_recipe("recipes/tiny/qwen_grpo.yaml", ["training.num_generation=4"])
     with pytest.raises(ConfigError, match="ntk.mode"):
         load_recipe("recipes/tiny/qwen_grpo.yaml", ["ntk.mode=exact"])
-
-
-def write_clip(path, n_frames=4, rate=2, size=56):
-    """A tiny MPEG-4 clip of flat frames (PyAV)."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 40 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def write_mixed_prompts(folder):
-    """Two image and two video prompts (Video-R1 layout), so batches hold both media kinds."""
-    rows = json.loads(write_prompts(folder).read_text())
-    for i in (2, 3):
-        write_clip(folder / f"v{i}.mp4")
-        rows[i] = {**rows[i], "data_type": "video", "path": f"v{i}.mp4"}
-    path = folder / "mixed.json"
-    path.write_text(json.dumps(rows))
-    return path
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)

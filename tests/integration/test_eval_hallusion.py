@@ -17,7 +17,6 @@ fed the robust verdict of each reply (the stand-in returned "correct"/"incorrect
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -27,8 +26,9 @@ from prefopt.eval.hallusion_scoring import judge_prompt, score_hallusion, verdic
 from prefopt.eval.runner import get_benchmark
 from prefopt.rewards.judge import JudgeConfig
 from prefopt.testing.judge_server import JudgeServer
+from tests.helpers import DATA as TEST_DATA
 
-DATA = Path(__file__).parent / "data" / "hallusion"
+DATA = TEST_DATA / "hallusion"
 PREDICTIONS = DATA / "predictions_sample.json"
 ROWS = json.loads(PREDICTIONS.read_text())
 REPLIES = json.loads((DATA / "judge_replies.json").read_text())

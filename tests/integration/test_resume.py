@@ -11,7 +11,6 @@ must carry it to the end of the step, save checkpoint-2 and stop with a clear er
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -21,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, symmpo_args, write_symmpo_pairs
+
 CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"
 QUESTIONS = [
     ("Is there a circle?", "<answer>yes</answer>", "yes/no"),
@@ -118,32 +116,6 @@ def write_grpo_prompts(folder: Path) -> Path:
     return path
 
 
-def _png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray((rng.random((56, 56, 3)) * 255).astype("uint8")).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def write_symmpo_pairs(folder: Path, n: int = 6) -> Path:
-    """``n`` SymMPO rows with random PNG bytes (six: an epoch is three steps of two)."""
-    rows = [
-        {
-            "idx": i,
-            "question": "Describe the image.",
-            "resp_1_w": f"There is a red circle and {i} squares.",
-            "resp_1_l": "There is a blue star.",
-            "resp_2_w": "There is a green triangle.",
-            "image_1": _png(i),
-            "image_2": _png(100 + i),
-        }
-        for i in range(n)
-    ]
-    path = folder / "pairs.parquet"
-    pd.DataFrame(rows).to_parquet(path)
-    return path
-
-
 def grpo_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "grpo",
@@ -157,22 +129,6 @@ def grpo_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
         "training.max_steps=4",
         "training.save_steps=1",
         "training.seed=3",
-        f"training.output_dir={out}",
-        *extra,
-    ]
-
-
-def symmpo_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "symmpo",
-        "--config",
-        str(ROOT / "recipes/tiny/qwen_symmpo.yaml"),
-        f"model.name_or_path={model_dir}",
-        f"data.path={data}",
-        f"reference_cache_dir={data.parent}",
-        "training.max_steps=4",
-        "training.save_steps=1",
-        "training.save_total_limit=1",
         f"training.output_dir={out}",
         *extra,
     ]

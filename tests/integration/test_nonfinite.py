@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_resume import symmpo_args, write_symmpo_pairs
 
 from prefopt.training.reliability import (
     NonFiniteError,
@@ -20,6 +19,7 @@ from prefopt.training.reliability import (
     ReliabilitySettings,
     grads_finite,
 )
+from tests.helpers import symmpo_args, write_symmpo_pairs
 
 
 def _state(step=0, tmp_path=None):

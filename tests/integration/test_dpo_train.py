@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_resume import _png, write_symmpo_pairs
 
 import prefopt.dpo.reference as reference_module
 from prefopt.cli import main
 from prefopt.config import load_config
 from prefopt.dpo.config import SymMPOConfig
+from tests.helpers import ROOT, png_bytes, write_symmpo_pairs
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "llava": ROOT / "recipes/tiny/llava_symmpo.yaml",
     "qwen2_5_vl": ROOT / "recipes/tiny/qwen_symmpo.yaml",
@@ -38,7 +37,7 @@ def preference_parquet(tmp_path_factory) -> Path:
             "question": "What do you see?",
             "chosen": "A red circle.",
             "rejected": "A blue star.",
-            "image": {"bytes": _png(i), "path": None},
+            "image": {"bytes": png_bytes(i), "path": None},
         }
         for i in range(4)
     ]
