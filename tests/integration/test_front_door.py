@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -305,11 +304,11 @@ def test_judge_serve_busy_port_is_one_line():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        start = time.monotonic()
+        # a hang (instead of a one-line refusal) surfaces as TimeoutExpired: no wall-clock assert needed
         proc = subprocess.run([sys.executable, "-m", "prefopt.cli", "judge", "serve", "--port", str(port)],
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                               timeout=60)
-    assert proc.returncode == 2 and time.monotonic() - start < 60
+    assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"prefopt judge: error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in proc.stderr
 
