@@ -86,3 +86,39 @@ def scripted_policy(monkeypatch):
         return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
 
     monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)
+
+
+class ParamSpy:
+    """What every ``Trainer.train`` call of a test trained: trainable parameters before, the model after."""
+
+    def __init__(self):
+        self.runs: list[tuple[dict, object]] = []
+
+    @property
+    def before(self) -> dict:
+        assert self.runs, "no Trainer.train call was seen"
+        return self.runs[-1][0]
+
+    @property
+    def model(self):
+        return self.runs[-1][1]
+
+
+@pytest.fixture
+def param_spy(monkeypatch):
+    """Record each trainer's trainable parameters just before ``Trainer.train`` (for ``assert_params_changed``)."""
+    import transformers
+
+    from tests.helpers import snapshot_params
+
+    spy = ParamSpy()
+    original = transformers.Trainer.train
+
+    def train(self, *args, **kwargs):
+        before = snapshot_params(self.model)
+        result = original(self, *args, **kwargs)
+        spy.runs.append((before, self.model))
+        return result
+
+    monkeypatch.setattr(transformers.Trainer, "train", train)
+    return spy

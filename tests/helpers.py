@@ -88,6 +88,22 @@ def assert_params_changed(
     assert not unchanged, f"{len(unchanged)} of {len(before)} parameters did not change, e.g. {unchanged[:8]}"
 
 
+def assert_checkpoint_changed(out: Path | str, base: Path | str, n_trainable: int) -> None:
+    """The run's saved weights hold the update: a LoRA adapter's every ``lora_B`` left its zero init; a full
+    checkpoint differs from the base checkpoint in exactly ``n_trainable`` tensors (the rest are frozen)."""
+    after = checkpoint_tensors(out)
+    if (Path(out) / "adapter_model.safetensors").is_file():
+        # lora_A's seeded random init is not saved anywhere; lora_B starts at zero, so its change is the proof.
+        assert_params_changed(lora_init(after), after)
+        return
+    before = checkpoint_tensors(base)
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    unchanged = [k for k in before if k not in changed]
+    assert len(changed) == n_trainable, (
+        f"{len(changed)} saved tensors changed, {n_trainable} were trainable; unchanged e.g. {unchanged[:8]}"
+    )
+
+
 # --- GRPO prompts ------------------------------------------------------------------------------------
 
 CANNED = "<prethink>look</prethink><caption>a red circle</caption><think>so</think><answer>yes</answer>"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from prefopt.cli import main
 from prefopt.sft.trainer import weighted_token_loss
+from tests.helpers import assert_checkpoint_changed, assert_params_changed
 
 COT = (
     "<SUMMARY>I will look for the circle.</SUMMARY><CAPTION>A red circle on grey.</CAPTION>"
@@ -75,7 +76,7 @@ def test_collator_masks_prompt_and_image_tokens(tiny_dir, tmp_path):
         assert not bool(((ids == token) & (labels != -100)).any())
 
 
-def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path):
+def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path, param_spy):
     from prefopt.models.adapter import load_adapter
 
     data = _write_cot(tmp_path)
@@ -102,6 +103,8 @@ def test_cli_sft_trains_and_reloads(family, tiny_model_dirs, tmp_path):
     assert (out / "prefopt_config.yaml").is_file() and (out / "training_curves.png").is_file()
     reloaded = load_adapter(str(out))
     assert reloaded.family == family
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_model_dirs[family], len(param_spy.before))  # the vision tower is frozen
 
 
 def test_cli_sft_bad_convert_names_the_row(tiny_qwen_dir, tmp_path, capsys):
