@@ -13,7 +13,13 @@ import prefopt.dpo.reference as reference_module
 from prefopt.cli import main
 from prefopt.config import load_config
 from prefopt.dpo.config import SymMPOConfig
-from tests.helpers import ROOT, png_bytes, write_symmpo_pairs
+from tests.helpers import (
+    ROOT,
+    assert_checkpoint_changed,
+    assert_params_changed,
+    png_bytes,
+    write_symmpo_pairs,
+)
 
 TINY = {
     "llava": ROOT / "recipes/tiny/llava_symmpo.yaml",
@@ -95,7 +101,7 @@ def count_reference_forwards(monkeypatch):
     ],
 )
 def test_each_loss_on_tiny_llava(
-    tiny_llava_dir, symmpo_parquet, tmp_path, loss, metrics, count_reference_forwards
+    tiny_llava_dir, symmpo_parquet, tmp_path, loss, metrics, count_reference_forwards, param_spy
 ):
     out = tmp_path / loss
     assert (
@@ -120,6 +126,8 @@ def test_each_loss_on_tiny_llava(
     # one optimiser step along the loss gradient widens the chosen-vs-rejected margin
     assert second["rewards/margins"] > 0
     assert (out / "model.safetensors").is_file()
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_llava_dir, len(param_spy.before))  # freeze_vision_tower: true
 
 
 def test_symmpo_qwen_lora_cache_reused_on_resume(tiny_qwen_dir, symmpo_parquet, tmp_path, count_reference_forwards,
@@ -143,7 +151,7 @@ def test_symmpo_qwen_lora_cache_reused_on_resume(tiny_qwen_dir, symmpo_parquet, 
 
 
 def test_mdpo_online_reference_with_built_contrastive(
-    tiny_qwen_dir, preference_parquet, tmp_path, count_reference_forwards, caplog
+    tiny_qwen_dir, preference_parquet, tmp_path, count_reference_forwards, caplog, param_spy
 ):
     out = tmp_path / "online"
     caplog.set_level("INFO")
@@ -164,6 +172,8 @@ def test_mdpo_online_reference_with_built_contrastive(
     assert count_reference_forwards == []  # online: computed in the step with the adapter disabled
     assert not list(preference_parquet.parent.glob("*.ref-logps-*"))
     assert "built with 'corrupt'" in caplog.text
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_qwen_dir, len(param_spy.before))
 
 
 def test_symmpo_without_contrastive_answer_is_a_clear_error(

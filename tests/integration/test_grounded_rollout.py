@@ -18,6 +18,7 @@ from prefopt.grpo.grounded_rollout import GroundedRollout, image_token_id, inner
 from prefopt.grpo.trainer import GroundedGRPOTrainer
 from prefopt.models.registry import adapter_for_model
 from prefopt.rewards.grounding import giou_score
+from tests.helpers import assert_checkpoint_changed, assert_params_changed
 
 BOX_A = "<think>the shape</think><box>[8,8,40,40]</box>"
 BOX_B = "<think>closer</think><box>[0,0,2,2]</box>"  # grown to 28 x 28 before cropping
@@ -193,7 +194,7 @@ def grounded_fill(message, size=(56, 56)):
     }
 
 
-def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dirs, tmp_path, scripted_rounds):
+def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dirs, tmp_path, scripted_rounds, param_spy):
     data = world(tmp_path)
     out = tmp_path / "run"
     short = "llava" if family == "llava" else "qwen"
@@ -219,3 +220,5 @@ def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dir
         assert 0.0 < row["grounded/giou_score"] <= 0.5  # half the rollouts wrote boxes, half scored 0
         assert row["rewards/format/mean"] == pytest.approx(2.0)
         assert math.isfinite(row["loss"])
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_model_dirs[family], len(param_spy.before))

@@ -15,11 +15,18 @@ from prefopt.cli import main
 from prefopt.grpo.trainer import GroundedGRPOTrainer
 from prefopt.models.registry import adapter_class
 from prefopt.models.tiny import TINY_FAMILIES
-from tests.helpers import ROWS, judge_knows, write_mixed_prompts, write_prompts
+from tests.helpers import (
+    ROWS,
+    assert_checkpoint_changed,
+    assert_params_changed,
+    judge_knows,
+    write_mixed_prompts,
+    write_prompts,
+)
 
 VIDEO_FAMILIES = [f for f in TINY_FAMILIES if adapter_class(f).supports_video]
 
-def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripted_policy):
+def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripted_policy, param_spy):
     from prefopt.models.adapter import load_adapter
     from prefopt.testing.judge_server import JudgeServer
 
@@ -63,6 +70,8 @@ def test_cli_grpo_all_rewards_and_ntk(family, tiny_model_dirs, tmp_path, scripte
     assert (out / "checkpoint-2").is_dir() and (out / "training_curves.png").is_file()
     assert load_adapter(str(out)).family == family
     assert load_adapter(str(out / "checkpoint-2")).family == family
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_model_dirs[family], len(param_spy.before))
 
 
 def _batch(adapter, n_gen=2):

@@ -2,7 +2,7 @@
 steps) resume from their last complete checkpoint and repeat the uninterrupted run's logged trajectory
 (loss, grad norm, rewards, NTK term, ...) within 1e-6; plus unit tests of the checkpoint marker.
 
-SIGKILL: the run is a subprocess of this file (``python tests/test_resume.py kill STEP READY -- ARGS``) that
+SIGKILL: the run is a subprocess of this file (``python tests/integration/test_resume.py kill STEP READY -- ARGS``) that
 applies the same scripted GRPO policy as the in-process runs and pauses inside the save of checkpoint-STEP,
 after every Trainer file but before the completion marker, writing ``READY`` so the test knows when to kill.
 SIGTERM: the run is in-process and sends SIGTERM to its own process in the middle of step 2; the handler

@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from prefopt import cli
 from prefopt.models.tokens import REVERSE_TOKENS
+from tests.helpers import assert_checkpoint_changed, assert_params_changed
 
 ANSWERS = [
     "<SPAN>A red circle</CN> and <SPAN>a blue square</CN>.",
@@ -46,7 +47,7 @@ def _tag_rows(model_dir):
     raise AssertionError(f"no embed_tokens in {files}")
 
 
-def test_add_tokens_sft_reverse_generate(tmp_path, tiny_model_dirs, family, capsys):
+def test_add_tokens_sft_reverse_generate(tmp_path, tiny_model_dirs, family, capsys, param_spy):
     src = tiny_model_dirs[family]
     short = "llava" if family == "llava" else "qwen"
     data, questions = _write_data(tmp_path)
@@ -55,6 +56,8 @@ def test_add_tokens_sft_reverse_generate(tmp_path, tiny_model_dirs, family, caps
     sft_dir = tmp_path / "sft"
     assert cli.main(["sft", "--reverse", "--config", f"recipes/tiny/{short}_reverse_sft.yaml",
                      f"model.name_or_path={base}", f"data.path={data}", f"data.image_root={tmp_path}", f"training.output_dir={sft_dir}"]) == 0
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(sft_dir, base, len(param_spy.before))
     model_dir = sft_dir
     if family == "llava":  # the tiny LLaVA recipe trains LoRA: merge it (tag rows included) before serving
         model_dir = tmp_path / "merged"
