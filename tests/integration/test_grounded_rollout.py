@@ -23,6 +23,7 @@ from tests.helpers import assert_checkpoint_changed, assert_params_changed
 BOX_A = "<think>the shape</think><box>[8,8,40,40]</box>"
 BOX_B = "<think>closer</think><box>[0,0,2,2]</box>"  # grown to 28 x 28 before cropping
 ANSWER = "<think>seen</think><answer>red</answer>"
+UNTHOUGHT = "<answer>red</answer>"  # no <think>: grounded format 0
 
 
 def script(row: int, round_index: int, lead: str = "") -> str:
@@ -194,7 +195,13 @@ def grounded_fill(message, size=(56, 56)):
     }
 
 
-def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dirs, tmp_path, scripted_rounds, param_spy):
+def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(
+    family, tiny_model_dirs, tmp_path, scripted_rounds, param_spy, monkeypatch
+):
+    # Odd rows (one generation of every prompt) answer without <think>: format 0 against 2 inside each group,
+    # so advantages are non-zero and the two steps must move every trainable parameter.
+    boxed = script
+    monkeypatch.setitem(globals(), "script", lambda row, r, lead="": lead + UNTHOUGHT if row % 2 else boxed(row, r, lead))
     data = world(tmp_path)
     out = tmp_path / "run"
     short = "llava" if family == "llava" else "qwen"
@@ -218,7 +225,7 @@ def test_cli_grounded_grpo_two_steps_logs_rounds_and_giou(family, tiny_model_dir
     for row in steps:
         assert row["grounded/rounds"] == pytest.approx(2.0)
         assert 0.0 < row["grounded/giou_score"] <= 0.5  # half the rollouts wrote boxes, half scored 0
-        assert row["rewards/format/mean"] == pytest.approx(2.0)
+        assert row["rewards/format/mean"] == pytest.approx(1.0)  # 2 for the boxed rows, 0 for UNTHOUGHT
         assert math.isfinite(row["loss"])
     assert_params_changed(param_spy.before, param_spy.model)
     assert_checkpoint_changed(out, tiny_model_dirs[family], len(param_spy.before))
