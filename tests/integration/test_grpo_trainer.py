@@ -242,7 +242,9 @@ def test_limit_pixels_caps_budgeted_processors_only(tiny_model_dirs):
     assert llava.encode_prompts(messages, images)["input_ids"].shape == length
 
 
-def test_cli_grpo_hidden_ntk_and_kl_clamp_at_the_seed_layout(tiny_qwen_dir, tmp_path, scripted_policy, monkeypatch):
+def test_cli_grpo_hidden_ntk_and_kl_clamp_at_the_seed_layout(
+    tiny_qwen_dir, tmp_path, scripted_policy, monkeypatch, param_spy
+):
     """Issue 16 items 6 and 8 end to end: micro-batches of G copies of one prompt, as the GWYS recipe lays them out.
 
     The hidden proxy finds its peers in the feature bank (step 1: none, step 2: one, a lone peer gives 0; step 3:
@@ -273,3 +275,4 @@ def test_cli_grpo_hidden_ntk_and_kl_clamp_at_the_seed_layout(tiny_qwen_dir, tmp_
     losses = [row["ntk/loss"] for row in history if "ntk/loss" in row]
     assert losses[:2] == [0.0, 0.0] and losses[2] > 0.0
     assert len(calls) == 3 and all(grad and clamp == 10.0 for _, grad, clamp in calls)
+    assert_params_changed(param_spy.before, param_spy.model)

@@ -25,7 +25,7 @@ from prefopt.models.registry import (
     read_model_type,
 )
 from prefopt.models.tiny import TINY_FAMILIES
-from tests.helpers import write_symmpo_pairs
+from tests.helpers import assert_checkpoint_changed, assert_params_changed, write_symmpo_pairs
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_video_inputs_carry_exactly_the_video_keys(family, adapters):
     assert adapter.strip_video_inputs(dict(batch)).keys().isdisjoint(adapter.video_input_keys)
 
 
-def test_symmpo_trains_on_every_family(family, tiny_model_dirs, tmp_path):
+def test_symmpo_trains_on_every_family(family, tiny_model_dirs, tmp_path, param_spy):
     """Two SymMPO steps through the CLI; the saved weights differ from the start."""
     data = write_symmpo_pairs(tmp_path, n=4)
     out = tmp_path / "run"
@@ -149,6 +149,8 @@ def test_symmpo_trains_on_every_family(family, tiny_model_dirs, tmp_path):
     logged = [row for row in history if "loss" in row]
     assert len(logged) == 2 and all(math.isfinite(row["loss"]) for row in logged)
     assert logged[1]["rewards/margins"] > 0  # one step along the loss gradient widens the margin
+    assert_params_changed(param_spy.before, param_spy.model)
+    assert_checkpoint_changed(out, tiny_model_dirs[family], len(param_spy.before))
 
 
 def test_eval_pope_on_every_family(family, tiny_model_dirs, tmp_path):
