@@ -24,8 +24,6 @@ from prefopt.errors import PrefoptError
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.hallusion_scoring import judge_prompt, score_hallusion, verdict_official, verdict_robust
 from prefopt.eval.runner import get_benchmark
-from prefopt.rewards.judge import JudgeConfig
-from prefopt.testing.judge_server import JudgeServer
 from tests.helpers import DATA as TEST_DATA
 
 DATA = TEST_DATA / "hallusion"
@@ -119,27 +117,6 @@ def test_robust_reading_same_definitions():
     assert m["n_unparsed"] == 31 and m["parse_disagreements"] == 27
 
 
-def test_judged_through_prefopt_client(tmp_path):
-    """The benchmark asks prefopt's judge client (here a loopback fake replaying the recorded replies)."""
-    recorded = {}
-    for row, reply in zip(ROWS, REPLIES, strict=True):
-        recorded[judge_prompt(row["question"], row["gt_answer_details"], row["model_prediction"])] = reply
-    seen_system = []
-
-    def answer(messages):
-        seen_system.append(any(m["role"] == "system" for m in messages))
-        return recorded[messages[-1]["content"]]
-
-    bench = get_benchmark("hallusion")
-    with JudgeServer(answer=answer) as server:
-        judge = JudgeConfig(base_url=server.base_url, model="fake", api_key_env="FAKE_JUDGE_KEY")
-        opts = EvalOptions(rounds=10, judge=judge)
-        m = bench.score(bench.read_predictions(PREDICTIONS, opts), opts, tmp_path)
-    assert not any(seen_system)  # the official script sends the prompt as the only (user) message
-    _close({k: v["value"] for k, v in m["metrics"].items()}, OFFICIAL)
-    _close({k: v["value"] for k, v in m["categories"]["VS"].items()}, OFFICIAL_VS)
-    assert m["correctness"] == "judge" and m["scoring"] == "official"
-    assert len((tmp_path / "judgements.jsonl").read_text().splitlines()) == len(ROWS)
 
 
 def test_without_judge(tmp_path):
