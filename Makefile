@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 EXTRAS ?= dev,deepspeed,bitsandbytes
 
-.PHONY: venv demo demo-quick test lint clean
+.PHONY: venv demo demo-quick test test-unit lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo-quick: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# the fast tier only: pure maths and pure functions (tests/unit), no models, servers or subprocesses
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
 
 lint: venv
 	$(VENV)/bin/ruff check prefopt tests benchmarks

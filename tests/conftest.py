@@ -70,3 +70,55 @@ def shapes(tmp_path_factory):
     argv = ["make-data", "--out", str(out), "--train", "2", "--grpo", "16", "--preference", "16", "--eval", "2"]
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture
+def scripted_policy(monkeypatch):
+    """Every other GRPO completion is a well-formed four-stage answer, so rewards vary and the judge gets captions."""
+    from prefopt.grpo.trainer import GroundedGRPOTrainer
+    from tests.helpers import CANNED
+
+    original = GroundedGRPOTrainer._generate_single_turn
+
+    def scripted(self, *args, **kwargs):
+        ids, logprobs = original(self, *args, **kwargs)
+        canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
+        return [canned if i % 2 == 0 else c for i, c in enumerate(ids)], logprobs
+
+    monkeypatch.setattr(GroundedGRPOTrainer, "_generate_single_turn", scripted)
+
+
+class ParamSpy:
+    """What every ``Trainer.train`` call of a test trained: trainable parameters before, the model after."""
+
+    def __init__(self):
+        self.runs: list[tuple[dict, object]] = []
+
+    @property
+    def before(self) -> dict:
+        assert self.runs, "no Trainer.train call was seen"
+        return self.runs[-1][0]
+
+    @property
+    def model(self):
+        return self.runs[-1][1]
+
+
+@pytest.fixture
+def param_spy(monkeypatch):
+    """Record each trainer's trainable parameters just before ``Trainer.train`` (for ``assert_params_changed``)."""
+    import transformers
+
+    from tests.helpers import snapshot_params
+
+    spy = ParamSpy()
+    original = transformers.Trainer.train
+
+    def train(self, *args, **kwargs):
+        before = snapshot_params(self.model)
+        result = original(self, *args, **kwargs)
+        spy.runs.append((before, self.model))
+        return result
+
+    monkeypatch.setattr(transformers.Trainer, "train", train)
+    return spy

@@ -24,6 +24,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,10 @@ def _retry_after(headers: Any) -> float | None:
 class JudgeClient:
     """Parallel, retrying, caching chat-completions client for a text judge."""
 
-    def __init__(self, config: JudgeConfig):
+    def __init__(self, config: JudgeConfig, sleep: Callable[[float], None] = time.sleep):
+        """``sleep`` waits between retries; tests inject a recorder so backoff is checked without a clock."""
         self.config = config
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._client = None
         self._client_key_hash: str | None = None
@@ -258,7 +261,7 @@ class JudgeClient:
                 if attempt == attempts - 1:
                     log.debug("judge gave up after %d attempts: %s", attempt + 1, exc)
                     break
-                time.sleep(exc.wait if exc.wait is not None else self.config.backoff * 2**attempt)
+                self._sleep(exc.wait if exc.wait is not None else self.config.backoff * 2**attempt)
                 continue
             except _Fatal as exc:
                 log.debug("judge request failed without retry: %s", exc)
