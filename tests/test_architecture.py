@@ -116,3 +116,73 @@ def test_gate_catches_a_planted_key(tmp_path):
     tree = ast.parse('"""qwen3_vl in a docstring."""\n# Qwen3VL in a comment\nx = batch["Qwen3VLThing"]\n')
     words = [w for _, w in _code_words(tree)]
     assert "Qwen3VLThing" in words and not any("docstring" in w for w in words)
+
+
+# --- the fenced TRL surface: prefopt/_trl_compat.py alone names TRL's private GRPOTrainer members -------------
+
+TRL_COMPAT = ROOT / "_trl_compat.py"
+#: Modules whose own attribute shares a TRL private name: SymMPOTrainer (a transformers ``Trainer``, no TRL
+#: class in its bases) keeps its loss metrics in its own ``self._metrics``.
+OWN_ATTRIBUTES = {("dpo/trainer.py", "_metrics")}
+
+
+def _trl_private_hits(path: Path, names: tuple[str, ...]) -> list[str]:
+    """Attribute uses (``trainer._generate``, ``getattr(t, "_metrics")``) and method overrides of ``names``.
+
+    Plain names and module-level functions are a module's own (``eval/report.py`` has a ``_metrics`` helper)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(ROOT).as_posix()
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            word = node.attr
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr"):
+            arg = node.args[1] if len(node.args) > 1 else None
+            word = arg.value if isinstance(arg, ast.Constant) else None
+        elif isinstance(node, ast.ClassDef):  # overriding a private seam is touching it too
+            hits += [f"prefopt/{where}:{f.lineno}: def {f.name}" for f in node.body
+                     if isinstance(f, ast.FunctionDef) and f.name in names]
+            continue
+        else:
+            continue
+        if word in names and (where, word) not in OWN_ATTRIBUTES:
+            hits.append(f"prefopt/{where}:{node.lineno}: {word!r}")
+    return hits
+
+
+def test_only_trl_compat_names_trl_privates():
+    from prefopt._trl_compat import PRIVATE_NAMES
+
+    names = (*PRIVATE_NAMES, *PRIVATE_IDS)
+    hits = [h for p in sorted(ROOT.rglob("*.py")) if p != TRL_COMPAT for h in _trl_private_hits(p, names)]
+    assert not hits, "TRL private members named outside prefopt/_trl_compat.py:\n" + "\n".join(hits)
+    assert _trl_private_hits(TRL_COMPAT, names), "the gate sees the names where they are allowed"
+
+
+def test_trl_private_gate_catches_a_planted_use(tmp_path):
+    planted = tmp_path / "prefopt" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text('"""trainer._metrics in a docstring is fine."""\n'
+                       "def _metrics():\n    return {}\n"
+                       "def f(trainer):\n    return trainer._generate_single_turn([], None, {}, 1)\n"
+                       "class T:\n    def _tokenize_prompts(self, prompts):\n        return getattr(self, '_metrics')\n")
+    global ROOT
+    saved, ROOT = ROOT, planted.parent
+    try:
+        hits = _trl_private_hits(planted, ("_generate_single_turn", "_tokenize_prompts", "_metrics"))
+    finally:
+        ROOT = saved
+    assert [h.split(": ", 1)[1] for h in hits] == ["def _tokenize_prompts", "'_generate_single_turn'", "'_metrics'"]
+
+
+def test_no_grpo_module_over_400_lines():
+    long = {p.name: n for p in (ROOT / "grpo").glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"grpo modules over 400 lines: {long}"
+
+
+def test_grpo_trainer_and_grounded_rollout_import_no_cycle():
+    """grounded_rollout builds on grpo/rollout.py, not on the trainer that uses it."""
+    tree = ast.parse((ROOT / "grpo" / "grounded_rollout.py").read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "prefopt.grpo.trainer" not in imported and "prefopt.grpo.rollout" in imported
