@@ -7,41 +7,24 @@ reward call collects the answers. Their counters are logged as ``judge/*`` and s
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from prefopt.grpo.config import judge_config
-from prefopt.rewards import format as fmt
-from prefopt.rewards.answers import accuracy_reward
-from prefopt.rewards.caption import CaptionReward
+from prefopt.grpo.config import reward_terms
 from prefopt.rewards.judge import JudgeClient, counter_stats, summed_counters
-from prefopt.rewards.registry import final_round
+from prefopt.rewards.registry import RewardContext, build_rewards
 
 
 def build_reward_funcs(recipe: Any, cache_root: str | None = None) -> tuple[list[Any], list[float]]:
-    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3).
+    """The recipe's reward functions and weights, built from the reward table (SPEC 1.3; Ground-R1: SPEC 2).
 
-    The judge's answer cache goes to ``<cache_root>/judge_cache`` (default: the recipe's output folder)
-    unless ``rewards.judge.cache_dir`` names another folder or ``rewards.judge.cache`` is false."""
-    rewards = recipe.rewards
-    if recipe.rollout == "grounded":
-        # Ground-R1: answer rewards on the final round, 2 · mean per-round format (SPEC 2); no caption stage
-        return [final_round(accuracy_reward), fmt.grounded_format_reward], [
-            rewards.accuracy_weight,
-            rewards.format_weight,
-        ]
-    format_fn = fmt.four_stage_format_reward if recipe.data.template == "four_stage" else fmt.r1_format_reward
-    funcs: list[Any] = [accuracy_reward, format_fn]
-    weights = [rewards.accuracy_weight, rewards.format_weight]
-    if rewards.caption:
-        config = judge_config(recipe)
-        if config.cache and not config.cache_dir:
-            # on by default, inside the run: a resumed run (or a rerun into the folder) never pays twice
-            root = cache_root or recipe.training_args().get("output_dir") or "."
-            config.cache_dir = str(Path(root) / "judge_cache")
-        funcs.append(CaptionReward(JudgeClient(config), prompt=rewards.caption_prompt))
-        weights.append(rewards.caption_weight)
-    return funcs, weights
+    The fixed layout gives accuracy + format (by template) + caption when on; Ground-R1's rollout scores the
+    final round's answer and the mean per-round format. The judge's answer cache goes to
+    ``<cache_root>/judge_cache`` (default: the recipe's output folder) unless the judge's ``cache_dir`` names
+    another folder or its ``cache`` is false."""
+    root = cache_root or recipe.training_args().get("output_dir") or "."
+    context = RewardContext(template=recipe.data.template, multi_round=recipe.rollout == "grounded",
+                            cache_root=str(root))
+    return build_rewards(reward_terms(recipe), context)
 
 
 def start_rewards(reward_funcs: list[Any], rows: list[dict[str, Any]] | None, prompts: list,
