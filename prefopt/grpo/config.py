@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.config import ConfigError, from_dict, load_config
+from prefopt.config import ConfigError, from_dict, load_config, parse_overrides
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.rewards.caption import PROMPTS
+from prefopt.rewards.judge import JudgeConfig
 from prefopt.rewards.registry import resolve_terms
 from prefopt.training.reliability import ReliabilitySettings
 
@@ -218,8 +220,6 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
 
             raise ConfigError(f"{where}: training.{key} is not a GRPOConfig field{_suggest(key, known)}")
     if recipe.rewards_layout() == "fixed" and recipe.rewards.caption:
-        from prefopt.rewards.caption import PROMPTS
-
         judge_config(recipe, where)
         if recipe.rewards.caption_prompt not in PROMPTS:
             raise ConfigError(
@@ -274,10 +274,9 @@ def _validate_vllm(recipe: GRPORecipe, where: str) -> None:
 
 def judge_config(recipe: GRPORecipe, where: str = "config") -> Any:
     """``rewards.judge`` (or the caption term's ``judge``) as a ``JudgeConfig`` (unknown keys raise ``ConfigError``)."""
-    from prefopt.rewards.judge import JudgeConfig
-
     if recipe.rewards_layout() == "fixed":
-        return from_dict(JudgeConfig, recipe.rewards.judge, f"{where}: rewards.judge")
+        judge = recipe.rewards.get("judge") if isinstance(recipe.rewards, Mapping) else recipe.rewards.judge
+        return from_dict(JudgeConfig, judge or {}, f"{where}: rewards.judge")
     judge = next((t.get("judge") for t in recipe.rewards if isinstance(t, dict) and t.get("name") == "caption"), None)
     return from_dict(JudgeConfig, judge or {}, f"{where}: rewards[caption].judge")
 
@@ -310,8 +309,6 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def apply_reward_overrides(terms: list[Any], overrides: list[str]) -> list[Any]:
     """``terms`` (a list-form ``rewards:``) with ``rewards.…=value`` overrides applied (see :func:`load_recipe`)."""
-    from prefopt.config import parse_overrides
-
     terms = [dict(t) if isinstance(t, Mapping) else t for t in terms]
     for item in overrides:
         parsed = parse_overrides([item])["rewards"]
