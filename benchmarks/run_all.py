@@ -53,6 +53,9 @@ def script_args(args: argparse.Namespace, name: str) -> list[str]:
             out += ["--family", family]
     if name == "ntk" and args.quick:
         out += ["--case", "tiny", "--case", "sweep"]
+    if name == "ntk-train" and args.quick:
+        # a smoke row: the 7B head (the full run's default) takes minutes per row on a CPU
+        out += ["--tokens", "256", "--d", "1024", "--vocab", "32768"]
     return out
 
 

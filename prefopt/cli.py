@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _uses_torch=getattr(module, "USES_TORCH", True))
+        p.set_defaults(
+            _run=module.run,
+            _uses_torch=getattr(module, "USES_TORCH", True),
+            _out_kind=getattr(module, "OUT_KIND", "folder"),
+        )
     return parser
 
 
@@ -61,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point."""
     prepare_environment()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `sft --config R a=1 --resume b=2`: overrides after an option come back unparsed; they are overrides too
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+        "=" in item and not item.startswith("-") for item in extra
+    ):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.parse_args(argv)  # argparse's own one-line error and exit status 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -82,9 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_uses_torch", True):
         configure_threads(args.threads)
     try:
+        if getattr(args, "out", None) and args._out_kind == "folder":
+            from prefopt.commands._outdir import check_not_file
+
+            check_not_file(args.out)  # before any work: `--out` naming a file is one line, never a traceback
         return int(args._run(args) or 0)
     except PrefoptError as err:
         print(f"prefopt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        if args.verbose:
+            raise
+        # where an output cannot be written: the user's path, not a bug (-v shows the traceback)
+        print(f"prefopt {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
         return 2
 
 

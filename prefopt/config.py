@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -22,7 +24,32 @@ from prefopt.errors import PrefoptError
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "from_dict", "load_config", "to_dict", "save_config", "parse_overrides"]
+__all__ = [
+    "ConfigError",
+    "check_fields",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "safe_load",
+    "save_config",
+    "to_dict",
+]
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats: ``1e-5`` is a number (YAML 1.1 wants ``1.0e-5``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML safely, reading ``1e-5`` (and every other float spelling) as a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class ConfigError(PrefoptError, ValueError):
@@ -47,6 +74,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        for arg in args:  # `SchedulerType | str`: a string must still name one of the enum's values
+            if isinstance(arg, type) and issubclass(arg, enum.Enum) and isinstance(value, str):
+                return _coerce(value, arg, where)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -54,7 +84,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _coerce(value, arg, where)
             except ConfigError as err:
-                errors.append(str(err))
+                errors.append(err)
+        if len(errors) == 1:  # `int | None`: the one real type says best what was expected
+            raise errors[0]
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
@@ -88,9 +120,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        return _as_int(value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -99,7 +129,47 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
-    return value  # complex annotations (enums, callables) are left to the class itself
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        choices = [m.value for m in tp]
+        if isinstance(value, tp):
+            return value.value
+        if value not in choices:
+            raise ConfigError(f"{where}: expected one of {choices}, got {value!r}")
+        return value
+    return value  # complex annotations (callables, classes) are left to the class itself
+
+
+def _as_int(value: Any, where: str) -> int:
+    """An integer from an int, an integral float (``1e3``) or a string spelling one."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if re.search(r"[.eE]", value) else int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def check_fields(values: Mapping[str, Any], cls: type, where: str, section: str = "training") -> dict[str, Any]:
+    """Type-check a pass-through mapping against dataclass ``cls`` (e.g. TRL's ``GRPOConfig``); coerced copy.
+
+    The annotations of the third-party class are the schema, so every field it has is checked without a
+    hand-kept list, and ``learning_rate: "1e-5"`` becomes a float before it reaches the trainer.
+    """
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable forward references: check names only
+        hints = {}
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: {section}.{key} is not a {cls.__name__} field{_suggest(str(key), fields)}")
+        out[key] = _coerce(value, hints.get(key, Any), f"{where}: {section}.{key}")
+    return out
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
@@ -129,7 +199,10 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({err.__class__.__name__})") from err
         parts = key.strip().split(".")
         node = nested
         for part in parts[:-1]:
@@ -160,7 +233,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if loaded is None:
@@ -191,3 +264,39 @@ def save_config(obj: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (it never holds secrets: keys are read from the environment)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+#: Ranges of the common TrainingArguments / TRL fields: (test, what the value must be).
+_RANGES: dict[str, tuple[Any, str]] = {
+    "learning_rate": (lambda v: v > 0, "> 0"),
+    "per_device_train_batch_size": (lambda v: v >= 1, ">= 1"),
+    "per_device_eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, ">= 1"),
+    "num_train_epochs": (lambda v: v > 0, "> 0"),
+    "max_steps": (lambda v: v == -1 or v >= 1, "-1 (use num_train_epochs) or >= 1"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "warmup_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "max_grad_norm": (lambda v: v >= 0, ">= 0"),
+    "logging_steps": (lambda v: v > 0, "> 0"),
+    "save_steps": (lambda v: v > 0, "> 0"),
+    "save_total_limit": (lambda v: v is None or v >= 1, ">= 1"),
+    "dataloader_num_workers": (lambda v: v >= 0, ">= 0"),
+    # TRL (GRPO / DPO)
+    "num_generations": (lambda v: v is None or v >= 2, ">= 2 (a group needs two completions to compare)"),
+    "beta": (lambda v: v >= 0, ">= 0"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "max_completion_length": (lambda v: v is None or v >= 1, ">= 1"),
+    "max_prompt_length": (lambda v: v is None or v >= 1, ">= 1"),
+    "max_length": (lambda v: v is None or v >= 1, ">= 1"),
+}
+
+
+def check_ranges(values: Mapping[str, Any], where: str, section: str = "training") -> None:
+    """Refuse out-of-range values of the common training fields (lr > 0, batch >= 1, ...), naming the key."""
+    for key, (ok, must) in _RANGES.items():
+        if key not in values or not isinstance(values[key], int | float) or isinstance(values[key], bool):
+            continue
+        if not ok(values[key]):
+            raise ConfigError(f"{where}: {section}.{key} must be {must}, got {values[key]!r}")

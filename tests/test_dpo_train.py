@@ -134,8 +134,8 @@ def test_symmpo_qwen_lora_cache_reused_on_resume(tiny_qwen_dir, symmpo_parquet, 
     assert (out / "checkpoint-1").is_dir() and (out / "adapter_config.json").is_file()
     count_reference_forwards.clear()
     caplog.set_level("INFO")
-    # second run in the same folder: resumes from checkpoint-1 and reads the cache
-    assert _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, out, f"reference_cache_dir={cache}") == 0
+    # second run in the same folder with --resume: continues from checkpoint-1 and reads the cache
+    assert _run("qwen2_5_vl", tiny_qwen_dir, symmpo_parquet, out, f"reference_cache_dir={cache}", "--resume") == 0
     assert count_reference_forwards == []  # no reference forward at all
     assert list(cache.glob("*.safetensors")) == files and files[0].stat().st_mtime_ns == stamp
     assert "resuming from" in caplog.text and "reusing" in caplog.text

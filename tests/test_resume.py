@@ -304,7 +304,7 @@ def test_symmpo_killed_run_resumes_on_the_same_trajectory(
     else:
         interrupt(symmpo_args(tiny_qwen_dir, data, out, "training.save_steps=100"), monkeypatch, capsys)
     assert last_checkpoint(out) == str(out / "checkpoint-2")
-    assert main(symmpo_args(tiny_qwen_dir, data, out)) == 0  # training.resume defaults to true
+    assert main([*symmpo_args(tiny_qwen_dir, data, out), "--resume"]) == 0
     assert assert_same_trajectory(reference, steps_of(out)) >= 90
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
 

@@ -125,3 +125,8 @@ def test_a_new_reward_is_one_registered_function(tiny_qwen_dir, tmp_path, monkey
         assert row["reward"] == pytest.approx(expected, abs=1e-6)
     saved = yaml.safe_load((out / CONFIG_NAME).read_text())
     assert [t["name"] for t in saved["rewards"]] == ["accuracy", "brevity"]
+
+
+def test_a_negative_term_weight_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"rewards\[1\]\.weight must be >= 0"):
+        load_recipe(list_recipe(tmp_path, [{"name": "accuracy"}, {"name": "format", "weight": -1}]))

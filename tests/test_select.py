@@ -77,8 +77,11 @@ def test_cli_select_writes_subset_stats_and_plot(family, tiny_model_dirs, tmp_pa
     assert sum(s["kept"] for s in stats) == 2
     selected = json.loads((out / "selected.json").read_text())
     source = json.loads(data.read_text())
-    assert selected == [source[s["index"]] for s in stats if s["kept"]]
+    # the input rows, with media paths made absolute so that selected.json reads from its own folder
+    expected = [dict(source[s["index"]], path=str(tmp_path / source[s["index"]]["path"])) for s in stats if s["kept"]]
+    assert selected == expected
     assert len(read_video_r1(out / "selected.json", image_root=tmp_path)) == 2
+    assert len(read_video_r1(out / "selected.json")) == 2  # what `grpo data.path=OUT/selected.json` reads
     assert (out / "selection.png").stat().st_size > 0
 
 

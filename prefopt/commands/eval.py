@@ -112,12 +112,49 @@ def _judge_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Generate (optionally) and score; print the metrics."""
+    from prefopt.commands._outdir import check_not_file
+    from prefopt.errors import PrefoptError
+
+    check_not_file(args.out)
+    if args.limit is not None and args.limit < 1:
+        raise PrefoptError(f"--limit must be at least 1, got {args.limit}")
+    _check_inputs(args)
+    try:
+        return _evaluate(args)
+    except BaseException as err:
+        _mark_failed(args.out, err)
+        raise
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """The benchmark file and image root exist, before any model is loaded."""
+    from pathlib import Path
+
+    from prefopt.errors import PrefoptError
+
+    for data in (args.data or []) if args.model else []:
+        if not Path(data).exists():
+            raise PrefoptError(f"--data {data}: file not found")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise PrefoptError(f"--image-root {args.image_root}: not a folder")
+
+
+def _mark_failed(out: str, err: BaseException) -> None:
+    """A run_info.json left by this run says ``failed`` and why (not ``generating`` forever)."""
+    from prefopt.commands._outdir import read_run_info, write_run_info
+    from prefopt.errors import PrefoptError
+
+    if read_run_info(out).get("status") in ("generating", "scoring", "running"):
+        message = str(err) if isinstance(err, PrefoptError) else f"{type(err).__name__}: {err}"
+        write_run_info(out, status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+                       message=message)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from prefopt.errors import PrefoptError
     from prefopt.eval.common import EvalOptions
     from prefopt.eval.runner import evaluate
 
-    if args.limit is not None and args.limit <= 0:
-        raise PrefoptError(f"--limit must be a positive number of questions, got {args.limit}")
     if args.model and args.data and len(args.data) > 1:
         raise PrefoptError("--model takes one --data file: run one evaluation per split")
     opts = EvalOptions(

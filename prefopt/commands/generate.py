@@ -1,9 +1,9 @@
 """Batch inference over a dataset, optionally with REVERSE retrospective resampling, writing JSONL.
 
 Input: LLaVA conversation JSON (the first user turn is the question), Video-R1 / GWYS JSON (``problem``,
-``options``, ``path``), or a simple JSONL with ``question``, ``image`` (optional, relative to --image-root or
-the data file's folder) and ``id``. Output: one JSON line per example with ``id``, ``question`` and ``text``
-(the answer the evaluation harness reads); with --reverse also ``raw`` (tagged), ``flagged``, ``attempts``
+``options``, ``path``), a simple JSONL with ``question``, ``image`` (optional, relative to --image-root or
+the data file's folder) and ``id``, or a POPE file (``question_id``, ``image``, ``text``). Output: one JSON
+line per example with ``id``, ``question`` and ``text`` (the answer the evaluation harness reads); with --reverse also ``raw`` (tagged), ``flagged``, ``attempts``
 and ``success``. Runs are resumable: ids already in --out are skipped.
 
   prefopt generate --model runs/llava-reverse --data pope.jsonl --out results.jsonl --reverse --tau 0.003
@@ -21,6 +21,7 @@ from prefopt.errors import DataError
 from prefopt.models.registry import families
 
 NAME = "generate"
+OUT_KIND = "file"  # --out is the JSONL file itself
 HELP = "answer a dataset with a model (optionally REVERSE retrospective resampling) into resumable JSONL"
 
 
@@ -56,17 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dict[str, Any]]:
     from prefopt.data.images import resolve_media_path
+    from prefopt.data.paths import media_root
     from prefopt.data.schema import user_message
 
-    root = image_root
+    root = media_root(data_path, image_root)  # image_root, else the data file's folder (as every command)
     items = []
+    key = "question" if "question" in rows.columns else "text"  # POPE files hold the question in "text"
     for i, row in enumerate(rows):
-        question = row.get("question")
+        question = row.get(key)
         if not isinstance(question, str) or not question.strip():
-            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i + 1)
+            raise DataError(f"field {key!r} must be a non-empty string", path=str(data_path), row=i + 1)
         image = row.get("image")
         images = [resolve_media_path(image, root)] if image else []
-        row_id = row.get("id")
+        row_id = row.get("id", row.get("question_id"))
         items.append({"id": str(i if row_id is None else row_id), "question": question,
                       "messages": [user_message(question, len(images))], "images": images, "videos": []})
     return items
@@ -88,19 +91,19 @@ def load_items(data: str, image_root: str | None = None) -> list[dict[str, Any]]
     """Prompts of a dataset as ``{id, question, messages, images, videos}`` dicts."""
     from prefopt.data.formats import guess_format, read_dataset
     from prefopt.data.loaders import load_rows
+    from prefopt.data.paths import media_root
 
     path = Path(data)
-    if image_root is None and path.is_file():
-        image_root = str(path.parent)
     rows = load_rows(data)
     fmt = guess_format(rows.columns)
     if fmt in ("llava", "video_r1", "viscot"):
-        items = [_record_item(r) for r in read_dataset(data, fmt, image_root)]
-    elif "question" in rows.columns:
+        items = [_record_item(r) for r in read_dataset(data, fmt, media_root(data, image_root))]
+    elif "question" in rows.columns or {"question_id", "text"} <= set(rows.columns):
         items = _simple_rows(rows, path, image_root)
     else:
         raise DataError(f"cannot tell the layout from fields {rows.columns}: expected LLaVA 'conversations', "
-                        "Video-R1 'problem', or 'question' (+ 'image', 'id')", path=data)
+                        "Video-R1 'problem', 'question' (+ 'image', 'id'), or POPE 'question_id' + 'text'",
+                        path=data)
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item["id"] in seen:
@@ -201,9 +204,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from prefopt.commands._outdir import check_not_file
+    from prefopt.errors import PrefoptError
     from prefopt.models.adapter import load_adapter
 
     out = Path(args.out)
+    if out.is_dir():
+        raise PrefoptError(f"--out {out} is a folder; give the JSONL file to write, e.g. {out / 'answers.jsonl'}")
+    check_not_file(out.parent, "--out")
+    if args.limit is not None and args.limit < 1:
+        raise PrefoptError(f"--limit must be at least 1, got {args.limit}")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise PrefoptError(f"--image-root {args.image_root}: not a folder")
     items = load_items(args.data, args.image_root)[: args.limit]
     done = done_ids(out)
     todo = [it for it in items if it["id"] not in done]

@@ -14,34 +14,43 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.commands._outdir import add_folder_flags
+
 NAME = "grpo"
 HELP = "online GRPO with accuracy/format/caption rewards and the NTK regulariser"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see recipes/gwys/)")
-    parser.add_argument(
-        "--resume", action="store_true", help="resume from the newest checkpoint of output_dir"
-    )
+    add_folder_flags(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.learning_rate=1e-6")
 
 
 def run(args: argparse.Namespace) -> int:
+    from prefopt.commands._outdir import claim_output_dir, tracked_run
+    from prefopt.data.paths import check_data_path
     from prefopt.grpo.config import load_recipe
+
+    recipe = load_recipe(args.config, args.overrides)
+    out_dir = recipe.training_args()["output_dir"]
+    check_data_path(recipe.data.path, recipe.data.image_root, where=args.config or "config")
+    claim_output_dir(out_dir, recipe, NAME, resume=args.resume, overwrite=args.overwrite)
+    with tracked_run(out_dir):
+        _train(recipe, out_dir, args.resume)
+    print(f"GRPO finished: {out_dir}")
+    return 0
+
+
+def _train(recipe, out_dir: str, resume: bool) -> None:
     from prefopt.grpo.trainer import build_trainer
     from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
     from prefopt.training.reliability import run_training
 
-    recipe = load_recipe(args.config, args.overrides)
-    out_dir = recipe.training_args()["output_dir"]
     trainer = build_trainer(recipe)
     write_run_config(recipe, out_dir)
-    resume = last_checkpoint(out_dir) if args.resume else None
-    run_training(trainer, resume)
+    run_training(trainer, last_checkpoint(out_dir) if resume else None)
     trainer.save_model(out_dir)
     if trainer.accelerator.is_main_process:
         trainer.processing_class.save_pretrained(out_dir)
         trainer.state.save_to_json(f"{out_dir}/trainer_state.json")
         plot_training_curves(out_dir)
-    print(f"GRPO finished: {out_dir}")
-    return 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from prefopt.commands._outdir import add_folder_flags
+
 NAME = "sft"
 HELP = "supervised fine-tuning (cold start) on LLaVA conversations, assistant tokens only"
 
@@ -24,17 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reverse", action="store_true", help="REVERSE hallucination-aware labels (sets reverse=true)"
     )
-    parser.add_argument(
-        "--resume", action="store_true", help="resume from the newest checkpoint of output_dir"
-    )
+    add_folder_flags(parser)
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
 
 
 def run(args: argparse.Namespace) -> int:
+    from prefopt.commands._outdir import claim_output_dir, tracked_run
+    from prefopt.data.paths import check_data_path
     from prefopt.sft.config import load_recipe
-    from prefopt.sft.trainer import build_trainer
-    from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
-    from prefopt.training.reliability import run_training
 
     overrides = list(args.overrides)
     if args.convert:
@@ -43,6 +42,19 @@ def run(args: argparse.Namespace) -> int:
         overrides.append("reverse=true")
     recipe = load_recipe(args.config, overrides)
     out_dir = recipe.training_args()["output_dir"]
+    check_data_path(recipe.data.path, recipe.data.image_root, where=args.config or "config")
+    claim_output_dir(out_dir, recipe, NAME, resume=args.resume, overwrite=args.overwrite)
+    with tracked_run(out_dir):
+        _train(recipe, out_dir, args.resume)
+    print(f"SFT finished: {out_dir}")
+    return 0
+
+
+def _train(recipe, out_dir: str, resume: bool) -> None:
+    from prefopt.sft.trainer import build_trainer
+    from prefopt.training.common import last_checkpoint, plot_training_curves, write_run_config
+    from prefopt.training.reliability import run_training
+
     adapter = None
     if recipe.reverse:
         # With LoRA the added tag rows only learn when named as new tokens (peft trainable_token_indices).
@@ -53,11 +65,9 @@ def run(args: argparse.Namespace) -> int:
         adapter = prepare_policy(recipe.model, recipe.lora, new_tokens=REVERSE_TOKENS, seed=seed)
     trainer = build_trainer(recipe, adapter)
     write_run_config(recipe, out_dir)
-    run_training(trainer, last_checkpoint(out_dir) if args.resume else None)
+    run_training(trainer, last_checkpoint(out_dir) if resume else None)
     trainer.save_model(out_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(out_dir)
         trainer.state.save_to_json(f"{out_dir}/trainer_state.json")
         plot_training_curves(out_dir)
-    print(f"SFT finished: {out_dir}")
-    return 0

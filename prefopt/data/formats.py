@@ -101,7 +101,11 @@ class _Row:
         except ImageError as exc:
             raise ImageError(f"field {key!r}: {exc}", path=self.source, row=self.index + 1) from exc
         if not os.path.isfile(resolved):
-            where = f" under image root {os.fspath(self.root)!r}" if self.root is not None else ""
+            where = ""
+            if self.root is not None:
+                fenced = getattr(self.root, "fence", True)
+                where = f" (under image root {os.fspath(self.root)!r})" if fenced else \
+                    " (relative paths resolve against the data file's folder; set data.image_root otherwise)"
             raise ImageError(f"field {key!r}: {kind} file not found: {resolved}{where}",
                              path=self.source, row=self.index + 1)
         return resolved
@@ -130,7 +134,9 @@ class _Row:
 def _parse(rows: Rows, parse_row: Callable[[_Row], Any], root: Root, desc: str) -> list:
     """Apply ``parse_row`` to every row, with a progress bar on big files (bad rows skipped when tolerated)."""
     from prefopt.data import bad_rows
+    from prefopt.data.paths import media_root
 
+    root = media_root(rows.source, root)  # relative media: under image_root, else the data file's folder
     tracker = bad_rows.active()
     out, kept = [], []
     show = len(rows) >= 5000

@@ -26,6 +26,9 @@ def resolve_media_path(path: str | os.PathLike, root: str | os.PathLike | None) 
     if root is None:
         return text
     root_text = os.fspath(root)
+    if getattr(root, "fence", True) is False:
+        # the data file's own folder (prefopt.data.paths.MediaRoot): a base for relative paths, not a fence
+        return text if os.path.isabs(text) else os.path.normpath(os.path.join(root_text, text))
     # Lexical normalisation (not realpath): a root that is itself a symlinked folder must keep working,
     # while "a/../../etc/passwd" must not slip out of it. An absolute path is accepted only inside the
     # root, which makes resolving an already-resolved record path a no-op.

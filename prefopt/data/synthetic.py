@@ -190,6 +190,7 @@ class WorldSizes:
     noise: float = 0.6  # chance a cold-start response also names the absent partner of a shown shape
     size: int = 56
     grounded: int = 16  # VisCoT-style rows with evidence boxes (viscot.jsonl, for rollout: grounded)
+    reverse: int = 16  # REVERSE-tagged captions (reverse.json, for sft --reverse)
 
 
 def _absent(scene: Scene, rng: random.Random) -> str:
@@ -306,6 +307,26 @@ def _viscot_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list[dic
     return rows
 
 
+def _reverse_rows(scenes: list[Scene], out: Path, rng: random.Random, noise: float) -> list[dict]:
+    """LLaVA rows whose captions carry REVERSE tags: ``<SPAN>a red circle</CN>`` for each shown shape; with
+    probability ``noise`` the caption then names an absent partner as ``<SPAN>…</UN>``, which ends it."""
+    rows = []
+    for scene in scenes:
+        rel = _save(scene, out)
+        named = hallucinated_objects(scene, rng, noise)
+        parts = []
+        for name in named:
+            phrase = f"a {OBJECTS[name][0]} {name}"
+            if name not in scene.objects:
+                parts.append(f"<SPAN>{phrase}</UN>")
+                break
+            parts.append(f"<SPAN>{phrase}</CN>")
+        text = "There is " + " and ".join(parts) + ("" if parts[-1].endswith("</UN>") else ".")
+        rows.append({"id": f"{scene.id}_rev", "image": rel, "conversations": [
+            {"from": "human", "value": f"<image>\n{CAPTION_QUESTION}"}, {"from": "gpt", "value": text}]})
+    return rows
+
+
 def write_world(out_dir: str | Path, sizes: WorldSizes | None = None, seed: int = 0) -> dict[str, Path]:
     """Write every demo file under ``out_dir``; returns ``{name: path}``."""
     import pandas as pd
@@ -340,4 +361,7 @@ def write_world(out_dir: str | Path, sizes: WorldSizes | None = None, seed: int 
     files["viscot.jsonl"] = out / "viscot.jsonl"
     files["viscot.jsonl"].write_text("".join(
         json.dumps(row) + "\n" for row in _viscot_rows(scenes("ground", sizes.grounded), out, rng)))
+    files["reverse.json"] = out / "reverse.json"
+    files["reverse.json"].write_text(json.dumps(
+        _reverse_rows(scenes("rev", sizes.reverse), out, rng, sizes.noise), indent=1))
     return files

@@ -59,7 +59,7 @@ class TrainingSettings:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     use_cpu: bool = False
     dataloader_num_workers: int = 0
-    resume: bool = True  # continue from the newest checkpoint-N of output_dir when there is one
+    resume: bool = False  # continue from the newest checkpoint-N of output_dir (`prefopt symmpo --resume`)
     extra: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments field
 
 
@@ -82,3 +82,42 @@ class SymMPOConfig:
     contrastive_seed: int = 0
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: TrainingSettings = field(default_factory=TrainingSettings)
+
+
+def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
+    """Type-check ``training.extra`` against ``TrainingArguments`` and refuse out-of-range numbers, naming the key."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from prefopt.config import ConfigError, check_fields, check_ranges
+
+    t = config.training
+    t.extra = check_fields(t.extra, TrainingArguments, where, section="training.extra")
+    named = {f.name for f in dataclasses.fields(TrainingSettings)} - {"extra"}
+    clash = sorted(set(t.extra) & named)
+    if clash:
+        raise ConfigError(f"{where}: training.extra.{clash[0]} is a training field; set training.{clash[0]} instead")
+    values = {f.name: getattr(t, f.name) for f in dataclasses.fields(TrainingSettings)} | t.extra
+    check_ranges(values, where)
+    if not 0 <= t.warmup_ratio < 1:
+        raise ConfigError(f"{where}: training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    loss = config.loss
+    for key in ("beta", "beta_anchor"):
+        if getattr(loss, key) <= 0:
+            raise ConfigError(f"{where}: loss.{key} must be > 0, got {getattr(loss, key)}")
+    for key in ("lam", "gamma", "eta", "mu"):
+        if getattr(loss, key) < 0:
+            raise ConfigError(f"{where}: loss.{key} must be >= 0, got {getattr(loss, key)}")
+    if config.reference_batch_size < 1:
+        raise ConfigError(f"{where}: reference_batch_size must be >= 1, got {config.reference_batch_size}")
+    if config.data.max_examples is not None and config.data.max_examples < 1:
+        raise ConfigError(f"{where}: data.max_examples must be >= 1, got {config.data.max_examples}")
+    return config
+
+
+def load_recipe(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> SymMPOConfig:
+    """Load and validate a SymMPO recipe from YAML plus dotted overrides."""
+    from prefopt.config import load_config
+
+    return validate(load_config(SymMPOConfig, path, overrides), str(path) if path else "config")

@@ -305,8 +305,10 @@ def evaluate(
         _claim(out, bench, model)
         # written before generating so that a killed run can be resumed (and checked) later
         _write_info(out, run_info(bench, opts, **fields, status="generating"))
+        from prefopt.data.paths import media_root
+
         gen_kw = {
-            "image_root": image_root,
+            "image_root": media_root(data, image_root),  # relative images: under --image-root, else the file's folder
             "batch_size": batch_size,
             "max_new_tokens": max_new_tokens,
             "dtype": dtype,

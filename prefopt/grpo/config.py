@@ -11,13 +11,12 @@ seed trainers do; TRL has no such field, see :mod:`prefopt.grpo.kl`; ``null`` tu
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.config import ConfigError, from_dict, load_config, parse_overrides
+from prefopt.config import ConfigError, check_fields, check_ranges, from_dict, load_config, parse_overrides
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.rewards.caption import PROMPTS
 from prefopt.rewards.judge import JudgeConfig
@@ -213,12 +212,8 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
         )
     from trl import GRPOConfig
 
-    known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
-    for key in recipe.training:
-        if key not in known:
-            from prefopt.config import _suggest
-
-            raise ConfigError(f"{where}: training.{key} is not a GRPOConfig field{_suggest(key, known)}")
+    recipe.training = check_fields(recipe.training, GRPOConfig, where)
+    _validate_numbers(recipe, where)
     if recipe.rewards_layout() == "fixed" and recipe.rewards.caption:
         judge_config(recipe, where)
         if recipe.rewards.caption_prompt not in PROMPTS:
@@ -227,6 +222,43 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
             )
     resolve_terms(reward_terms(recipe), where, template=recipe.data.template)
     return recipe
+
+
+def _validate_numbers(recipe: GRPORecipe, where: str) -> None:
+    """Ranges of ``training:`` (lr > 0, num_generations >= 2, ...), full prompt groups, and the other sections."""
+    import os
+
+    args = recipe.training_args()
+    check_ranges(args, where)
+    gens = args.get("num_generations") or 8
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    batch = args.get("generation_batch_size") or (
+        args.get("per_device_train_batch_size", 8) * world
+        * (args.get("steps_per_generation") or args.get("gradient_accumulation_steps", 1))
+    )
+    if isinstance(batch, int) and batch % gens:
+        raise ConfigError(
+            f"{where}: training.per_device_train_batch_size x processes x gradient_accumulation_steps = {batch} "
+            f"must be divisible by training.num_generations = {gens} (each prompt's group must fit in one batch)"
+        )
+    r, n = recipe.rewards, recipe.ntk
+    if recipe.rewards_layout() == "fixed":
+        weights = [("rewards.accuracy_weight", r.accuracy_weight), ("rewards.format_weight", r.format_weight),
+                   ("rewards.caption_weight", r.caption_weight)]
+    else:
+        weights = [(f"rewards[{i}].weight", t["weight"]) for i, t in enumerate(r)
+                   if isinstance(t, dict) and isinstance(t.get("weight"), int | float)]
+    for key, value in (*weights, ("ntk.weight", n.weight)):
+        if value < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
+    if n.temperature <= 0:
+        raise ConfigError(f"{where}: ntk.temperature must be > 0, got {n.temperature}")
+    if n.peers < 1:
+        raise ConfigError(f"{where}: ntk.peers must be >= 1, got {n.peers}")
+    if recipe.data.max_samples is not None and recipe.data.max_samples < 1:
+        raise ConfigError(f"{where}: data.max_samples must be >= 1, got {recipe.data.max_samples}")
+    if recipe.max_pixels is not None and recipe.max_pixels < 1:
+        raise ConfigError(f"{where}: max_pixels must be >= 1, got {recipe.max_pixels}")
 
 
 def _validate_grounded(recipe: GRPORecipe, where: str) -> None:

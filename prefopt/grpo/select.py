@@ -213,13 +213,17 @@ def run_selection(
     if not 0.0 < keep <= 1.0:  # checked before any sampling, not after it
         raise PrefoptError(f"--keep must lie in (0, 1], got {keep}")
     from prefopt.data.lengths import model_length_check
+    from prefopt.data.paths import media_root, with_absolute_media
 
     train = recipe.training_args()
     check = model_length_check(recipe.model.name_or_path, int(train.get("max_completion_length") or 0),
                                getattr(recipe.data, "overlong", "truncate"))
     dataset, tracker = load_checked(recipe.data, check)  # before the model: bad data is reported in seconds
     written = raw_rows(recipe.data.path)
-    rows_as_written = [written[i] for i in tracker.rows]  # bad rows were skipped: keep the two aligned
+    root = media_root(recipe.data.path, recipe.data.image_root)
+    # bad rows were skipped: keep the two aligned; absolute media paths: selected.json lives elsewhere, and
+    # must feed `grpo data.path=` as it is
+    rows_as_written = [with_absolute_media(written[i], root) for i in tracker.rows]
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
     funcs, weights = build_reward_funcs(recipe, cache_root=str(out_dir))

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.config import ConfigError, _suggest, load_config
+from prefopt.config import ConfigError, load_config
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.training.reliability import ReliabilitySettings
 
@@ -63,9 +62,10 @@ class SFTRecipe:
 
 
 def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
-    """Check choices and that ``training:`` keys are ``TrainingArguments`` fields."""
+    """Check choices, and type-check ``training:`` against ``TrainingArguments`` (its annotations) and ranges."""
     from transformers import TrainingArguments
 
+    from prefopt.config import check_fields, check_ranges
     if recipe.data.convert not in CONVERSIONS:
         raise ConfigError(
             f"{where}: data.convert must be one of {list(CONVERSIONS)}, got {recipe.data.convert!r}"
@@ -74,12 +74,12 @@ def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
         raise ConfigError(f"{where}: data.format must be 'llava', got {recipe.data.format!r}")
     if not 0.0 <= recipe.hint_prob <= 1.0:
         raise ConfigError(f"{where}: hint_prob must be in [0, 1], got {recipe.hint_prob}")
-    known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
-    for key in recipe.training:
-        if key not in known:
-            raise ConfigError(
-                f"{where}: training.{key} is not a TrainingArguments field{_suggest(key, known)}"
-            )
+    if recipe.data.max_samples is not None and recipe.data.max_samples < 1:
+        raise ConfigError(f"{where}: data.max_samples must be >= 1, got {recipe.data.max_samples}")
+    if recipe.tag_weight < 0:
+        raise ConfigError(f"{where}: tag_weight must be >= 0, got {recipe.tag_weight}")
+    recipe.training = check_fields(recipe.training, TrainingArguments, where)
+    check_ranges(recipe.training_args(), where)
     return recipe
 
 

@@ -50,6 +50,7 @@ class JudgeServer:
         schedule: Sequence[str] | None = None,
         retry_after: float = 0.05,
         stall_s: float = 2.0,
+        port: int = 0,
     ):
         unknown = (set(faults) | set(schedule or ())) - set(FAULTS) - {"ok"}
         if unknown:
@@ -61,6 +62,7 @@ class JudgeServer:
         self.schedule = list(schedule) if schedule is not None else None
         self.retry_after = retry_after
         self.stall_s = stall_s
+        self.bind_port = port  # 0: a free port
         self.requests = 0
         self.outcomes: Counter[str] = Counter()
         self.seen_headers: list[dict[str, str]] = []  # lower-cased names
@@ -99,9 +101,9 @@ class JudgeServer:
         return outcome
 
     def start(self) -> JudgeServer:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
+        """Bind 127.0.0.1 (on ``port``, or a free one) and serve in a daemon thread."""
         handler = type("_Handler", (_Handler,), {"judge": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.bind_port), handler)
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # stalled handlers must not hold up shutdown
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
