@@ -87,3 +87,12 @@ def test_grounded_rollout_restores_suppress_tokens():
     with pytest.raises(RuntimeError, match="first step"):
         GroundedRollout().generate(trainer, [prompt])
     assert seen == [[2, 11]] and trainer.generation_config.suppress_tokens == [2]
+
+
+def test_check_names_an_attribute_trl_no_longer_sets():
+    class Renamed(GRPOTrainer):
+        def __init__(self):  # sets neither of the private attributes prefopt reads
+            self.metrics = {}
+
+    with pytest.raises(compat.TRLCompatError, match=r"no longer sets \['_metrics', '_entropy_bonus_enabled'\]"):
+        compat.check_trl(Renamed)
