@@ -11,12 +11,16 @@ seed trainers do; TRL has no such field, see :mod:`prefopt.grpo.kl`; ``null`` tu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.config import ConfigError, check_fields, check_ranges, from_dict, load_config
+from prefopt.config import ConfigError, check_fields, check_ranges, from_dict, load_config, parse_overrides
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.rewards.caption import PROMPTS
+from prefopt.rewards.judge import JudgeConfig
+from prefopt.rewards.registry import resolve_terms
 from prefopt.training.reliability import ReliabilitySettings
 
 TEMPLATES = ("four_stage", "r1", "grounded")  # grounded: Ground-R1 rounds (SPEC 2), with rollout: grounded
@@ -43,7 +47,12 @@ class GRPODataSettings:
 
 @dataclass
 class RewardSettings:
-    """The ``rewards:`` section: weights of accuracy, format and caption rewards (SPEC 1.3)."""
+    """The fixed ``rewards:`` layout: weights of accuracy, format and caption rewards (SPEC 1.3).
+
+    Still read as written; :meth:`terms` turns it into the list form over :mod:`prefopt.rewards.registry`
+    (``rewards: [{name: accuracy, weight: 1.0}, {name: format, weight: 0.1}, ...]``), which recipes may give
+    instead.
+    """
 
     accuracy_weight: float = 1.0
     format_weight: float = 0.1
@@ -51,6 +60,17 @@ class RewardSettings:
     caption_weight: float = 1.0
     caption_prompt: str = "seed"  # seed: the released GWYS judge wording | prefopt: prefopt's rewording
     judge: dict[str, Any] = field(default_factory=dict)  # fields of prefopt.rewards.judge.JudgeConfig
+
+    def terms(self) -> list[dict[str, Any]]:
+        """The same rewards as a list of registry terms (the format style follows the template)."""
+        terms: list[dict[str, Any]] = [
+            {"name": "accuracy", "weight": self.accuracy_weight},
+            {"name": "format", "weight": self.format_weight},
+        ]
+        if self.caption:
+            terms.append({"name": "caption", "weight": self.caption_weight, "prompt": self.caption_prompt,
+                          "judge": dict(self.judge)})
+        return terms
 
 
 @dataclass
@@ -152,7 +172,8 @@ class GRPORecipe:
     model: ModelSettings = field(default_factory=ModelSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: GRPODataSettings = field(default_factory=GRPODataSettings)
-    rewards: RewardSettings = field(default_factory=RewardSettings)
+    # the fixed RewardSettings layout (a mapping) or a list of registry terms [{name, weight, ...}]
+    rewards: Any = field(default_factory=RewardSettings)
     ntk: NTKSettings = field(default_factory=NTKSettings)
     rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
     grounded: GroundedSettings = field(default_factory=GroundedSettings)
@@ -162,6 +183,10 @@ class GRPORecipe:
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
+    def rewards_layout(self) -> str:
+        """``fixed`` (the ``RewardSettings`` mapping) or ``list`` (registry terms)."""
+        return "fixed" if isinstance(self.rewards, RewardSettings | Mapping) else "list"
+
     def training_args(self) -> dict[str, Any]:
         """The defaults merged with the recipe's ``training:`` values, then the ``vllm:`` section's fields."""
         # vllm.mode=server|colocate wins over a recipe's `training.use_vllm: false`, so one override switches it on
@@ -170,6 +195,8 @@ class GRPORecipe:
 
 def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
     """Check choices and that ``training:`` keys are ``GRPOConfig`` fields and judge keys ``JudgeConfig`` fields."""
+    if isinstance(recipe.rewards, Mapping):  # the fixed layout, read as the loader would read a nested section
+        recipe.rewards = from_dict(RewardSettings, recipe.rewards, f"{where}.rewards")
     if recipe.data.template not in TEMPLATES:
         raise ConfigError(
             f"{where}: data.template must be one of {list(TEMPLATES)}, got {recipe.data.template!r}"
@@ -187,14 +214,13 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
 
     recipe.training = check_fields(recipe.training, GRPOConfig, where)
     _validate_numbers(recipe, where)
-    if recipe.rewards.caption:
+    if recipe.rewards_layout() == "fixed" and recipe.rewards.caption:
         judge_config(recipe, where)
-        from prefopt.rewards.caption import PROMPTS
-
         if recipe.rewards.caption_prompt not in PROMPTS:
             raise ConfigError(
                 f"{where}: rewards.caption_prompt must be one of {list(PROMPTS)}, got {recipe.rewards.caption_prompt!r}"
             )
+    resolve_terms(reward_terms(recipe), where, template=recipe.data.template)
     return recipe
 
 
@@ -216,8 +242,13 @@ def _validate_numbers(recipe: GRPORecipe, where: str) -> None:
             f"must be divisible by training.num_generations = {gens} (each prompt's group must fit in one batch)"
         )
     r, n = recipe.rewards, recipe.ntk
-    for key, value in (("rewards.accuracy_weight", r.accuracy_weight), ("rewards.format_weight", r.format_weight),
-                       ("rewards.caption_weight", r.caption_weight), ("ntk.weight", n.weight)):
+    if recipe.rewards_layout() == "fixed":
+        weights = [("rewards.accuracy_weight", r.accuracy_weight), ("rewards.format_weight", r.format_weight),
+                   ("rewards.caption_weight", r.caption_weight)]
+    else:
+        weights = [(f"rewards[{i}].weight", t["weight"]) for i, t in enumerate(r)
+                   if isinstance(t, dict) and isinstance(t.get("weight"), int | float)]
+    for key, value in (*weights, ("ntk.weight", n.weight)):
         if value < 0:
             raise ConfigError(f"{where}: {key} must be >= 0, got {value}")
     if n.temperature <= 0:
@@ -237,7 +268,7 @@ def _validate_grounded(recipe: GRPORecipe, where: str) -> None:
         raise ConfigError(f"{where}: rollout: grounded and data.template: grounded must be used together")
     if not grounded:
         return
-    if recipe.rewards.caption:
+    if any(term.get("name") == "caption" for term in reward_terms(recipe) if isinstance(term, dict)):
         raise ConfigError(
             f"{where}: rewards.caption needs the four_stage template; set it false for grounded"
         )
@@ -274,13 +305,74 @@ def _validate_vllm(recipe: GRPORecipe, where: str) -> None:
 
 
 def judge_config(recipe: GRPORecipe, where: str = "config") -> Any:
-    """``rewards.judge`` as a ``JudgeConfig`` (unknown keys raise ``ConfigError``)."""
-    from prefopt.rewards.judge import JudgeConfig
+    """``rewards.judge`` (or the caption term's ``judge``) as a ``JudgeConfig`` (unknown keys raise ``ConfigError``)."""
+    if recipe.rewards_layout() == "fixed":
+        judge = recipe.rewards.get("judge") if isinstance(recipe.rewards, Mapping) else recipe.rewards.judge
+        return from_dict(JudgeConfig, judge or {}, f"{where}: rewards.judge")
+    judge = next((t.get("judge") for t in recipe.rewards if isinstance(t, dict) and t.get("name") == "caption"), None)
+    return from_dict(JudgeConfig, judge or {}, f"{where}: rewards[caption].judge")
 
-    return from_dict(JudgeConfig, recipe.rewards.judge, f"{where}: rewards.judge")
+
+def reward_terms(recipe: GRPORecipe) -> list[dict[str, Any]]:
+    """The recipe's rewards as registry terms ``[{name, weight, ...}]`` (the fixed layout converted)."""
+    rewards = recipe.rewards
+    if isinstance(rewards, Mapping):
+        rewards = from_dict(RewardSettings, rewards, "rewards")
+    if isinstance(rewards, RewardSettings):
+        return rewards.terms()
+    return [dict(term) if isinstance(term, Mapping) else term for term in rewards]
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> GRPORecipe:
-    """Load and validate a GRPO recipe from YAML plus dotted overrides."""
-    recipe = load_config(GRPORecipe, path, overrides)
+    """Load and validate a GRPO recipe from YAML plus dotted overrides.
+
+    With the list form of ``rewards:``, ``rewards.<name>.<param>=value`` overrides address the term named
+    ``<name>`` (``rewards.<name>=false`` drops it, ``=true`` adds it with its defaults); the fixed layout's
+    ``rewards.judge.*``, ``rewards.<name>_weight``, ``rewards.caption_prompt`` and ``rewards.caption`` mean the
+    same there."""
+    ours = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[0] == "rewards"]
+    recipe = load_config(GRPORecipe, path, [o for o in overrides if o not in ours])
+    if recipe.rewards_layout() == "list":
+        recipe.rewards = apply_reward_overrides(recipe.rewards, ours)
+    else:
+        recipe = load_config(GRPORecipe, path, overrides)
     return validate(recipe, str(path) if path else "config")
+
+
+def apply_reward_overrides(terms: list[Any], overrides: list[str]) -> list[Any]:
+    """``terms`` (a list-form ``rewards:``) with ``rewards.…=value`` overrides applied (see :func:`load_recipe`)."""
+    terms = [dict(t) if isinstance(t, Mapping) else t for t in terms]
+    for item in overrides:
+        parsed = parse_overrides([item])["rewards"]
+        if not isinstance(parsed, Mapping):  # rewards=[...] replaces the whole list
+            terms = parsed
+            continue
+        ((key, value),) = parsed.items()
+        if key == "judge":
+            key, value = "caption", {"judge": value}
+        elif key.endswith("_weight"):
+            key, value = key[: -len("_weight")], {"weight": value}
+        elif key == "caption_prompt":
+            key, value = "caption", {"prompt": value}
+        named = [t for t in terms if isinstance(t, dict) and t.get("name") == key]
+        if value is False:
+            terms = [t for t in terms if t not in named]
+            continue
+        if not named:
+            named = [{"name": key}]
+            terms.append(named[0])
+        if isinstance(value, Mapping):
+            for term in named:
+                _merge_into(term, value)
+        elif value is not True:
+            raise ConfigError(f"override '{item}': give rewards.{key}.<param>=value, or rewards.{key}=true|false")
+    return terms
+
+
+def _merge_into(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), Mapping):
+            target[key] = dict(target[key])
+            _merge_into(target[key], value)
+        else:
+            target[key] = value

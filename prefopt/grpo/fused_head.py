@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from prefopt.grpo.ntk_fused import fused_logps_and_gram
 from prefopt.training.logprobs import head_replaced, output_head
 
 #: TRL's per-call keyword arguments that are bookkeeping, not model inputs.
@@ -54,8 +55,6 @@ def policy_forward_with_gram(
     extra: dict[str, torch.Tensor] = {}
 
     def project(states: torch.Tensor, _forward: Any) -> torch.Tensor:
-        from prefopt.grpo.ntk import fused_logps_and_gram
-
         predicting = states[:, length - k - 1 : length - 1]  # state t predicts token t + 1
         r, c = rows.to(states.device), cols.to(states.device)
         logps, entropy, gram = fused_logps_and_gram(

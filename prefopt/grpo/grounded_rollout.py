@@ -1,19 +1,40 @@
 """``rollout: grounded``: Ground-R1's multi-round, multi-image rollouts inside TRL's GRPO loop (SPEC 2).
 
-TRL's ``_generate_and_score_completions`` is reused whole; two of its seams are filled in:
+TRL's generation-and-scoring is reused whole (through :mod:`prefopt._trl_compat`, the only module that names
+TRL's private members); two of its seams are filled in:
 
-- ``_generate`` (through :meth:`GroundedRollout.generate`): the round loop of ``prefopt.grpo.grounded`` with
-  the policy as generator. Every round is one batched ``trainer._generate_single_turn`` call on the token ids
-  so far (no re-tokenisation of what the policy wrote) and all images so far. The follow-up user turn (crop
-  placeholder and text, chat-template markup) is tokenised on its own and appended. The completion of a
-  rollout is ``turn 1, user turn 2, turn 2, …``; TRL's ``tool_mask`` (its multi-turn loss mask) is 1 on the
-  policy's tokens and 0 on every user-turn token, image tokens included, so the loss covers the assistant
-  turns only. Completions reach the reward functions as one assistant message per round.
+- generation (through :meth:`GroundedRollout.generate`): the round loop of ``prefopt.grpo.grounded`` with
+  the policy as generator. Every round is one batched call of TRL's single-turn generator
+  (:func:`prefopt._trl_compat.generate_single_turn`) on the token ids so far (no re-tokenisation of what the
+  policy wrote) and all images so far. The follow-up user turn (crop placeholder and text, chat-template
+  markup) is tokenised on its own and appended. The completion of a rollout is ``turn 1, user turn 2, turn 2,
+  …``; TRL's ``tool_mask`` (its multi-turn loss mask) is 1 on the policy's tokens and 0 on every user-turn
+  token, image tokens included, so the loss covers the assistant turns only. Completions reach the reward
+  functions as one assistant message per round. Media placeholders are suppressed in generation for the
+  rollout only (``generation_config.suppress_tokens`` is restored afterwards).
 - the loss-forward media: TRL re-encodes the *prompts* with their images to get the image tensors; here the
   processor is wrapped for that one call so that it returns the tensors of every image of each conversation
   (original + crops, in order), and :meth:`GroundedRollout.model_kwargs` rebuilds the adapter's modality map
   (where its family needs one) from the full ids, which place crops inside the completion. The policy is kept
   from writing media placeholders itself (they are suppressed in generation), so the ids mark images exactly.
+
+Why not TRL's public ``rollout_func`` (TRL 1.16, ``GRPOTrainer(rollout_func=...)``)? Its contract is
+``rollout_func(prompts, trainer) -> {"prompt_ids", "completion_ids", "logprobs", **extra}``; an ``env_mask``
+extra becomes the loss mask (so "assistant turns only" would fit) and the other extras reach the reward
+functions. It does not carry the rest of what this rollout needs:
+
+- images: on that path ``_generate`` returns ``images = None`` and ``_generate_and_score_completions`` falls
+  back to the dataset's images, so the loss and reference forwards would see the original image only, never
+  the crops fed back in later rounds (tool images are merged only on TRL's own ``tools=`` path, which parses
+  tool calls from text, not Ground-R1 boxes);
+- the modality map over the full ids (crop placeholders inside the completion) is built only on the
+  ``tools=`` path, and from TRL's own pad-token ids;
+- completions: TRL decodes ``completion_ids`` into one assistant message, whereas the rewards read one message
+  per round (final-round accuracy, per-round format); the rounds could travel as an extra, at the price of
+  reward functions that differ from the single-turn ones;
+- the generator: a ``rollout_func`` has no public way to generate with the trainer's policy (it would call
+  the same private single-turn generator), and TRL's completion-length metrics would count user-turn tokens.
+So this module keeps TRL's private seams, fenced in :mod:`prefopt._trl_compat`.
 
 All model facts come from the trainer's adapter (``trainer.adapter``). The size written into the prompt is
 the one the model sees (``adapter.input_size``): a dynamic-resolution family's patch grid times the patch size
@@ -31,17 +52,25 @@ a missing box), averaged over rollouts whose row has annotations. Not rewarded (
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from transformers import BatchFeature
-from trl import GRPOTrainer
 
+from prefopt._trl_compat import (
+    generate_single_turn,
+    generation_limit,
+    metric_store,
+    suppressed_tokens,
+    swapped_processor,
+    trl_generate_and_score,
+)
 from prefopt.errors import DataError, ModelError
 from prefopt.grpo import grounded
-from prefopt.grpo.trainer import ROLLOUTS, RolloutStrategy
+from prefopt.grpo.config import GroundedSettings
+from prefopt.grpo.rollout import RolloutStrategy, register_rollout
 from prefopt.rewards.grounding import giou_score
+from prefopt.rewards.registry import final_round  # noqa: F401  (re-exported: its former home)
 
 
 def inner_processor(processor: Any) -> Any:
@@ -98,7 +127,7 @@ def follow_up_text(processor: Any, message: dict[str, Any]) -> str:
 class _PolicyGenerator:
     """The ``generate`` callable of :func:`prefopt.grpo.grounded.run_rounds` backed by the trainer's policy."""
 
-    def __init__(self, trainer: GRPOTrainer, processor: Any, adapter: Any):
+    def __init__(self, trainer: Any, processor: Any, adapter: Any):
         self.trainer, self.processor, self.adapter = trainer, processor, adapter
         self.eos_ids = set(trainer.eos_token_ids)
 
@@ -114,12 +143,8 @@ class _PolicyGenerator:
 
     def idle(self) -> None:
         """A one-token generation that keeps this process in step with others still generating (ZeRO-3)."""
-        config = self.trainer.generation_config
-        saved, config.max_new_tokens = config.max_new_tokens, 1
-        try:
-            self.trainer._generate_single_turn([[self.trainer.eos_token_ids[0]]], None, {}, num_generations=1)
-        finally:
-            config.max_new_tokens = saved
+        with generation_limit(self.trainer, 1):
+            generate_single_turn(self.trainer, [[self.trainer.eos_token_ids[0]]], None, {})
 
     def __call__(self, convs: list[grounded.Conversation]) -> list[tuple[str, Any]]:
         if not convs:
@@ -132,7 +157,7 @@ class _PolicyGenerator:
         ids = [conv.state["ids"] for conv in convs]
         images = [conv.images for conv in convs]
         fields = media_fields(self.adapter, images, ids)
-        new_ids, _ = self.trainer._generate_single_turn(ids, images, fields, num_generations=1)
+        new_ids, _ = generate_single_turn(self.trainer, ids, images, fields)
         texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
         for conv, turn in zip(convs, new_ids):
             conv.state["ids"] = conv.state["ids"] + list(turn)
@@ -167,8 +192,6 @@ class GroundedRollout(RolloutStrategy):
     name = "grounded"
 
     def __init__(self, settings: Any = None):
-        from prefopt.grpo.config import GroundedSettings
-
         self.settings = settings or GroundedSettings()
         self._rows: list[dict[str, Any]] | None = None
 
@@ -176,38 +199,27 @@ class GroundedRollout(RolloutStrategy):
         """Take ``max_rounds``, ``min_side`` and ``max_aspect`` from the recipe's ``grounded:`` section."""
         self.settings = recipe.grounded
 
-    def generate_and_score(self, trainer: GRPOTrainer, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def generate_and_score(self, trainer: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """TRL's generation-and-scoring with the grounded generation and multi-image forward tensors."""
-        processor = trainer.processing_class
-        self._rows, trainer.processing_class = inputs, _MediaOnlyProcessor(processor, trainer.adapter)
+        self._rows = inputs
         try:
-            return GRPOTrainer._generate_and_score_completions(trainer, inputs)
+            with swapped_processor(trainer, _MediaOnlyProcessor(trainer.processing_class, trainer.adapter)):
+                return trl_generate_and_score(trainer, inputs)
         finally:
-            self._rows, trainer.processing_class = None, processor
+            self._rows = None
 
     def model_kwargs(
-        self, trainer: GRPOTrainer, input_ids: torch.Tensor, kwargs: dict[str, Any]
+        self, trainer: Any, input_ids: torch.Tensor, kwargs: dict[str, Any]
     ) -> dict[str, Any]:
         """The adapter's modality map over the full ids (where its family has one): crops sit in the completion."""
         return trainer.adapter.with_modality_map(input_ids, kwargs)
 
-    def generate(self, trainer: GRPOTrainer, prompts: list) -> tuple:
+    def generate(self, trainer: Any, prompts: list) -> tuple:
         """The multi-round rollouts in the shape of TRL's ``_generate`` return value."""
-        processor, adapter = inner_processor(trainer.processing_class), trainer.adapter
-        _suppress(trainer, adapter.image_token_ids)
-        convs, filled = self._start(adapter, prompts)
-        prompt_ids, _, _ = trainer._tokenize_prompts(filled)
-        for conv, ids in zip(convs, prompt_ids):
-            conv.state.update(ids=list(ids), segments=[], appended=0)
-        s, policy = self.settings, _PolicyGenerator(trainer, processor, adapter)
-        grounded.run_rounds(
-            policy,
-            convs,
-            s.max_rounds,
-            s.min_side,
-            s.max_aspect,
-            any_active=functools.partial(_any_active, trainer),
-        )
+        adapter = trainer.adapter
+        # the policy must not write media placeholders (the ids mark the fed-back images); restored after
+        with suppressed_tokens(trainer, adapter.image_token_ids):
+            prompt_ids, convs = self._run(trainer, adapter, prompts)
         completion_ids, loss_mask = [], []
         for conv in convs:
             completion_ids.append([t for _, seg in conv.state["segments"] for t in seg])
@@ -220,6 +232,18 @@ class GroundedRollout(RolloutStrategy):
         self._log(trainer, convs, loss_mask, completion_ids)
         images = [conv.images for conv in convs]
         return [list(p) for p in prompt_ids], completion_ids, loss_mask, completions, None, extra, images, []
+
+    def _run(self, trainer: Any, adapter: Any, prompts: list) -> tuple[list, list[grounded.Conversation]]:
+        """Tokenise the prompts and play every conversation to its end."""
+        convs, filled = self._start(adapter, prompts)
+        prompt_ids, _, _ = trainer.tokenize_prompts(filled)
+        for conv, ids in zip(convs, prompt_ids):
+            conv.state.update(ids=list(ids), segments=[], appended=0)
+        s = self.settings
+        policy = _PolicyGenerator(trainer, inner_processor(trainer.processing_class), adapter)
+        any_active = functools.partial(_any_active, trainer)
+        grounded.run_rounds(policy, convs, s.max_rounds, s.min_side, s.max_aspect, any_active=any_active)
+        return prompt_ids, convs
 
     def _start(self, adapter: Any, prompts: list) -> tuple[list[grounded.Conversation], list]:
         """One conversation per prompt, and the prompts with the resized input size written in."""
@@ -243,7 +267,7 @@ class GroundedRollout(RolloutStrategy):
             filled.append([_fill_message(m, w, h) for m in prompt])
         return convs, filled
 
-    def _log(self, trainer: GRPOTrainer, convs: list, loss_mask: list, completion_ids: list) -> None:
+    def _log(self, trainer: Any, convs: list, loss_mask: list, completion_ids: list) -> None:
         """Round, box and GIoU metrics, plus TRL's completion-length metrics (its ``_generate`` is bypassed)."""
         mode = "train" if trainer.model.training else "eval"
         rows = self._rows or [{} for _ in convs]
@@ -266,7 +290,7 @@ class GroundedRollout(RolloutStrategy):
             stats = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device)
             total, count = trainer.accelerator.gather(stats).view(-1, 2).sum(dim=0).tolist()
             if count > 0:
-                trainer._metrics[mode][name].append(total / count)
+                metric_store(trainer, mode)[name].append(total / count)
 
 
 def _fill_message(message: dict[str, Any], width: int, height: int) -> dict[str, Any]:
@@ -280,7 +304,7 @@ def _fill_message(message: dict[str, Any], width: int, height: int) -> dict[str,
     return {**message, "content": parts}
 
 
-def _any_active(trainer: GRPOTrainer, local: bool) -> bool:
+def _any_active(trainer: Any, local: bool) -> bool:
     """Whether any process still has a conversation going."""
     if trainer.accelerator.num_processes == 1:
         return local
@@ -297,22 +321,4 @@ def _giou_of(boxes: list, annotations: list) -> float | None:
     return sum(max(giou_score(b, a) for a in annotations) for b in boxes) / len(boxes)
 
 
-def _suppress(trainer: GRPOTrainer, token_ids: list[int | None]) -> None:
-    """Keep the policy from writing media placeholders (the ids must mark the fed-back images exactly)."""
-    config = trainer.generation_config
-    blocked = set(getattr(config, "suppress_tokens", None) or []) | {t for t in token_ids if t is not None}
-    config.suppress_tokens = sorted(blocked)
-
-
-def final_round(reward_fn: Callable[..., list[float]]) -> Callable[..., list[float]]:
-    """A reward function applied to the last assistant turn of each multi-round completion only."""
-
-    @functools.wraps(reward_fn)
-    def wrapped(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        last = [c[-1:] if isinstance(c, list) else c for c in completions]
-        return reward_fn(prompts, last, **kwargs)
-
-    return wrapped
-
-
-ROLLOUTS["grounded"] = GroundedRollout
+register_rollout("grounded", GroundedRollout)

@@ -205,7 +205,7 @@ def run_selection(
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
     from prefopt.data.video import load_video_frames
     from prefopt.grpo.data import load_checked
-    from prefopt.grpo.trainer import build_reward_funcs
+    from prefopt.grpo.reward_funcs import build_reward_funcs
     from prefopt.training.common import prepare_policy
 
     if k < 2:

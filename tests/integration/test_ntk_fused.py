@@ -138,6 +138,7 @@ def test_grpo_run_takes_the_fused_path_and_matches_the_recompute(tiny_qwen_dir, 
 
     import prefopt.grpo.fused_head as fused_head
     from prefopt.cli import main
+    from prefopt.grpo import ntk_capture
     from prefopt.grpo import trainer as grpo_trainer
 
     rows = []
@@ -147,7 +148,7 @@ def test_grpo_run_takes_the_fused_path_and_matches_the_recompute(tiny_qwen_dir, 
                      "data_type": "image", "path": f"p{i}.png", "problem_id": i})
     (tmp_path / "grpo.json").write_text(json.dumps(rows))
     calls = {"fused": 0, "recompute": 0}
-    real_fused, real_features = fused_head.policy_forward_with_gram, grpo_trainer.ntk_features
+    real_fused, real_features = fused_head.policy_forward_with_gram, ntk_capture.ntk_features
 
     def counting_fused(*args, **kwargs):
         calls["fused"] += 1
@@ -158,7 +159,7 @@ def test_grpo_run_takes_the_fused_path_and_matches_the_recompute(tiny_qwen_dir, 
         return real_features(*args, **kwargs)
 
     monkeypatch.setattr(fused_head, "policy_forward_with_gram", counting_fused)
-    monkeypatch.setattr(grpo_trainer, "ntk_features", counting_features)
+    monkeypatch.setattr(ntk_capture, "ntk_features", counting_features)
 
     def run(name):
         out = tmp_path / name

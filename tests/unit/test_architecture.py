@@ -125,7 +125,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0, "errors": 0, "threads": 0, "config": 0, "files": 0, "prompts": 0,
     "data": 1,
     "models": 2,
-    "rewards": 3, "training": 3,
+    "rewards": 3, "training": 3, "_trl_compat": 3,
     "grpo": 4, "dpo": 4, "sft": 4, "reverse": 4,
     "eval": 5,
     "commands": 6, "demo": 6, "cli": 6, "testing": 6,
@@ -273,7 +273,8 @@ def test_imports_follow_the_layers():
         0  base      prefopt (the package), errors, threads, config, files, prompts — no domain code
         1  data      prefopt.data: datasets, schemas, images, video
         2  models    prefopt.models: the adapter, the only code that knows a model family
-        3  rewards, training   reward functions; the shared Trainer pieces (reliability, log-probs, scaling)
+        3  rewards, training, _trl_compat   reward functions; the shared Trainer pieces (reliability,
+           log-probs, scaling); the one fenced module that touches TRL's private members
         4  grpo, dpo, sft, reverse   the algorithms
         5  eval      benchmarks and their scoring
         6  commands, demo, cli, testing   the front door and tools (testing: the stand-in judge server)
@@ -301,3 +302,73 @@ def test_layer_and_cycle_checks_catch_planted_faults():
     assert names == ["prefopt.config"]
     relative = ast.parse("from ..models import tokens\n").body[0]
     assert _targets(relative, "prefopt.dpo.losses", False) == ["prefopt.models.tokens"]
+
+
+# --- the fenced TRL surface: prefopt/_trl_compat.py alone names TRL's private GRPOTrainer members -------------
+
+TRL_COMPAT = ROOT / "_trl_compat.py"
+#: Modules whose own attribute shares a TRL private name: SymMPOTrainer (a transformers ``Trainer``, no TRL
+#: class in its bases) keeps its loss metrics in its own ``self._metrics``.
+OWN_ATTRIBUTES = {("dpo/trainer.py", "_metrics")}
+
+
+def _trl_private_hits(path: Path, names: tuple[str, ...]) -> list[str]:
+    """Attribute uses (``trainer._generate``, ``getattr(t, "_metrics")``) and method overrides of ``names``.
+
+    Plain names and module-level functions are a module's own (``eval/report.py`` has a ``_metrics`` helper)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    where = path.relative_to(ROOT).as_posix()
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            word = node.attr
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "setattr", "hasattr"):
+            arg = node.args[1] if len(node.args) > 1 else None
+            word = arg.value if isinstance(arg, ast.Constant) else None
+        elif isinstance(node, ast.ClassDef):  # overriding a private seam is touching it too
+            hits += [f"prefopt/{where}:{f.lineno}: def {f.name}" for f in node.body
+                     if isinstance(f, ast.FunctionDef) and f.name in names]
+            continue
+        else:
+            continue
+        if word in names and (where, word) not in OWN_ATTRIBUTES:
+            hits.append(f"prefopt/{where}:{node.lineno}: {word!r}")
+    return hits
+
+
+def test_only_trl_compat_names_trl_privates():
+    from prefopt._trl_compat import PRIVATE_NAMES
+
+    names = (*PRIVATE_NAMES, *PRIVATE_IDS)
+    hits = [h for p in sorted(ROOT.rglob("*.py")) if p != TRL_COMPAT for h in _trl_private_hits(p, names)]
+    assert not hits, "TRL private members named outside prefopt/_trl_compat.py:\n" + "\n".join(hits)
+    assert _trl_private_hits(TRL_COMPAT, names), "the gate sees the names where they are allowed"
+
+
+def test_trl_private_gate_catches_a_planted_use(tmp_path):
+    planted = tmp_path / "prefopt" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text('"""trainer._metrics in a docstring is fine."""\n'
+                       "def _metrics():\n    return {}\n"
+                       "def f(trainer):\n    return trainer._generate_single_turn([], None, {}, 1)\n"
+                       "class T:\n    def _tokenize_prompts(self, prompts):\n        return getattr(self, '_metrics')\n")
+    global ROOT
+    saved, ROOT = ROOT, planted.parent
+    try:
+        hits = _trl_private_hits(planted, ("_generate_single_turn", "_tokenize_prompts", "_metrics"))
+    finally:
+        ROOT = saved
+    assert [h.split(": ", 1)[1] for h in hits] == ["def _tokenize_prompts", "'_generate_single_turn'", "'_metrics'"]
+
+
+def test_no_grpo_module_over_400_lines():
+    long = {p.name: n for p in (ROOT / "grpo").glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"grpo modules over 400 lines: {long}"
+
+
+def test_grpo_trainer_and_grounded_rollout_import_no_cycle():
+    """grounded_rollout builds on grpo/rollout.py, not on the trainer that uses it."""
+    tree = ast.parse((ROOT / "grpo" / "grounded_rollout.py").read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "prefopt.grpo.trainer" not in imported and "prefopt.grpo.rollout" in imported
