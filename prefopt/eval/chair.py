@@ -243,7 +243,7 @@ class Chair(Benchmark):
                 EvalItem(i, DEFAULT_PROMPT, [files[i]], {"image_id": i, "image": files[i], "objects": sorted(objects[i])})
                 for i in files
             ]
-        known = CocoTruth(opts.annotations).instances if opts.annotations else None
+        known = CocoTruth(opts.annotations, coco_objects).instances if opts.annotations else None
         items = []
         for line, row in read_records(path):
             gt = self._ground_truth(row, path, line, known, opts.vocabulary)
@@ -268,7 +268,7 @@ class Chair(Benchmark):
         return self._parse(read_records(path), path, opts)
 
     def _parse(self, records: list[tuple[int, dict]], path: str | Path, opts: EvalOptions) -> list[dict[str, Any]]:
-        truth = CocoTruth(opts.annotations) if opts.annotations else None
+        truth = CocoTruth(opts.annotations, coco_objects) if opts.annotations else None
         official = opts.vocabulary is None and _official_available(opts.scoring)
         self.notes: dict[str, Any] = {"ground_truth": truth.describe() if truth else "objects given in the rows"}
         if official:

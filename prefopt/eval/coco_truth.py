@@ -7,6 +7,7 @@ COCO instances json (instances only).  Image ids are compared as text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,8 @@ def instances_file(annotations: str | Path) -> Path:
 class CocoTruth:
     """Instance classes and reference captions of COCO images."""
 
-    def __init__(self, annotations: str | Path):
-        from prefopt.eval.chair import coco_objects
-
+    def __init__(self, annotations: str | Path, coco_objects: Callable[[Path], tuple[dict[str, set[str]], Any]]):
+        """``coco_objects(instances_json)`` reads one instances file (``prefopt.eval.chair`` hands its own in)."""
         root = Path(annotations)
         self.folder = root.is_dir()
         first = instances_file(root)

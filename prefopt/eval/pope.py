@@ -43,12 +43,11 @@ from prefopt.eval.common import (
     require,
     scoring_summary,
 )
-from prefopt.eval.pope_files import read_joined
+from prefopt.eval.pope_files import SPLITS, read_joined, split_from_name  # noqa: F401  (public here)
 from prefopt.prompts import build_prompt
 from prefopt.rewards.text import extract_tag
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
-SPLITS = ("adversarial", "popular", "random")
 TEMPLATES = ("plain", "four_stage")
 OFFICIAL_NO_WORDS = frozenset({"No", "no", "not"})
 _LETTERS = re.compile(r"[a-z]+")
@@ -140,12 +139,6 @@ def pope_scores(rows: list[dict[str, Any]], scoring: str) -> tuple[list[dict[str
     return scored, yes_no_metrics(scored)
 
 
-def split_from_name(path: str | Path) -> str | None:
-    """The POPE split named in a file name, if any."""
-    stem = Path(path).name.lower()
-    return next((s for s in SPLITS if s in stem), None)
-
-
 class Pope(Benchmark):
     """POPE (Li et al., 2023)."""
 
@@ -188,7 +181,7 @@ class Pope(Benchmark):
         """Answer files, joined with the official question files of ``opts.data`` when given."""
         if not opts.data:
             return super().read_prediction_files(paths, opts)
-        rows, self.files = read_joined(paths, list(opts.data), opts)
+        rows, self.files = read_joined(paths, list(opts.data), opts, both_readings)
         return rows
 
     def score(self, rows: list[dict[str, Any]], opts: EvalOptions, out_dir: Path | None = None) -> dict:

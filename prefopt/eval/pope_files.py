@@ -14,6 +14,7 @@ questions).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,17 @@ def file_record(path: str | Path, rows: int) -> dict[str, Any]:
             "release": KNOWN_FILES.get(digest)}
 
 
-def _questions(path: str) -> tuple[str, list[dict[str, Any]]]:
-    from prefopt.eval.pope import split_from_name
+#: POPE's three splits, as their file names spell them.
+SPLITS = ("adversarial", "popular", "random")
 
+
+def split_from_name(path: str | Path) -> str | None:
+    """The POPE split named in a file name, if any."""
+    stem = Path(path).name.lower()
+    return next((s for s in SPLITS if s in stem), None)
+
+
+def _questions(path: str) -> tuple[str, list[dict[str, Any]]]:
     records = read_records(path)
     split = split_from_name(path) or Path(path).stem
     out = []
@@ -108,10 +117,16 @@ def _pair(pred_paths: list[str], data_paths: list[str]) -> list[tuple[str, str, 
                     "per question file (in the same order), or one answers file whose rows carry 'category'")
 
 
-def read_joined(pred_paths: list[str], data_paths: list[str], opts: EvalOptions) -> tuple[list[dict], dict]:
-    """Joined, parsed rows (both readings) and the ``files`` record of metrics.json."""
-    from prefopt.eval.pope import both_readings
+def read_joined(
+    pred_paths: list[str],
+    data_paths: list[str],
+    opts: EvalOptions,
+    both_readings: Callable[[str, str], dict[str, Any]],
+) -> tuple[list[dict], dict]:
+    """Joined, parsed rows (``both_readings(answer, template)`` of each) and the ``files`` record of metrics.json.
 
+    The readings come from the caller (``prefopt.eval.pope``), which builds on this module, not the reverse.
+    """
     rows, files = [], {"questions": [], "answers": []}
     cache: dict[str, list] = {}
     for ans_path, data_path, by_category in _pair(pred_paths, data_paths):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from prefopt.config import save_config
 from prefopt.files import readable_modes  # noqa: F401  (moved below the models layer; kept importable here)
 from prefopt.models.settings import LoraSettings, ModelSettings
+from prefopt.training.run_files import RUN_INFO, last_checkpoint, update_run_info  # noqa: F401  (public here)
 
 logger = logging.getLogger(__name__)
 
@@ -69,41 +68,6 @@ def write_run_config(config: Any, out_dir: str | Path) -> Path:
     path = Path(out_dir) / CONFIG_NAME
     save_config(config, path)
     return path
-
-
-RUN_INFO = "run_info.json"
-
-
-def update_run_info(out_dir: str | Path, **fields: Any) -> Path:
-    """Merge ``fields`` into the run's ``run_info.json`` (created when absent; other keys are kept)."""
-    path = Path(out_dir) / RUN_INFO
-    path.parent.mkdir(parents=True, exist_ok=True)
-    info: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            info = {}
-    info.update(fields)
-    tmp = path.with_name(f".{RUN_INFO}.tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def last_checkpoint(out_dir: str | Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder of a run (its completion marker checked), or None."""
-    from prefopt.training.reliability import checkpoint_complete
-
-    out = Path(out_dir)
-    if not out.is_dir():
-        return None
-    found = []
-    for child in out.iterdir():
-        match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-        if match and child.is_dir() and checkpoint_complete(child):
-            found.append((int(match.group(1)), child))
-    return str(max(found)[1]) if found else None
 
 
 def _log_history(out_dir: Path) -> list[dict[str, Any]]:

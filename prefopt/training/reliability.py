@@ -39,10 +39,17 @@ import torch
 from transformers import TrainerCallback
 
 from prefopt.errors import PrefoptError
+from prefopt.files import readable_modes
+from prefopt.training.run_files import (  # noqa: F401  (MARKER, write_marker, checkpoint_complete: public here)
+    MARKER,
+    checkpoint_complete,
+    last_checkpoint,
+    update_run_info,
+    write_marker,
+)
 
 logger = logging.getLogger(__name__)
 
-MARKER = "prefopt_checkpoint_complete.json"
 STATE_NAME = "prefopt_state.json"  # counters saved with a checkpoint (judge/*), restored on resume
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 
@@ -62,48 +69,6 @@ class TrainingInterrupted(PrefoptError):
 
 class NonFiniteError(PrefoptError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient."""
-
-
-# --- checkpoint markers ---------------------------------------------------------------------------
-
-
-def _listing(folder: Path) -> dict[str, int]:
-    """``{relative path: size}`` of every file under ``folder`` except the marker."""
-    return {
-        str(p.relative_to(folder)): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in (MARKER, f".{MARKER}.tmp")
-    }
-
-
-def write_marker(folder: str | Path, step: int) -> Path:
-    """Mark ``folder`` complete: list its files and sizes, written atomically (temp file + ``os.replace``)."""
-    folder = Path(folder)
-    path = folder / MARKER
-    tmp = folder / f".{MARKER}.tmp"
-    record = {"step": step, "files": _listing(folder), "time": time.time()}  # listed before tmp exists
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh)
-        fh.flush()
-        os.fsync(fh.fileno())  # the marker must not reach the disk before its own content
-    os.replace(tmp, path)
-    return path
-
-
-def checkpoint_complete(folder: str | Path) -> bool:
-    """Whether ``folder`` has a marker and every file it lists is present with the listed size."""
-    path = Path(folder) / MARKER
-    try:
-        files = json.loads(path.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    for name, size in files.items():
-        try:
-            if (Path(folder) / name).stat().st_size != size:
-                return False
-        except OSError:
-            return False
-    return bool(files)
 
 
 def set_aside_incomplete(out_dir: str | Path) -> list[Path]:
@@ -155,7 +120,6 @@ def set_aside_bad(folder: str | Path, reason: str) -> Path:
 def usable_checkpoint(resume: str | None, out_dir: str | Path) -> str | None:
     """``resume`` if its weights are sound; otherwise each bad checkpoint is set aside and the newest previous
     complete one is tried, down to None (then training starts from the beginning, and says so)."""
-    from prefopt.training.common import last_checkpoint
 
     if not resume:
         return None
@@ -302,7 +266,6 @@ class ReliabilityCallback(TrainerCallback):
             self.skipped,
         )
         if self.consecutive >= self.settings.max_consecutive_nonfinite:
-            from prefopt.training.common import last_checkpoint
 
             good = last_checkpoint(args.output_dir)
             raise NonFiniteError(
@@ -381,7 +344,6 @@ class ReliableTrainerMixin:
         """Trainer's save, then readable file modes (safetensors writes 0600; others must load the model)."""
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            from prefopt.training.common import readable_modes
 
             readable_modes(output_dir or self.args.output_dir)
 
@@ -454,7 +416,6 @@ def run_training(trainer: Any, resume: str | None = None) -> Any:
             trainer.restore_checkpoint_state(json.loads(saved.read_text(encoding="utf-8")))
     report = getattr(trainer, "data_report", None)
     if report and trainer.is_world_process_zero():
-        from prefopt.training.common import update_run_info
 
         update_run_info(trainer.args.output_dir, data=report)
     try:
@@ -463,7 +424,6 @@ def run_training(trainer: Any, resume: str | None = None) -> Any:
         if callback is not None:
             callback.uninstall()
     if callback is not None and callback.interrupted:
-        from prefopt.training.common import last_checkpoint
 
         raise TrainingInterrupted(
             f"stopped by SIGTERM at step {trainer.state.global_step}; checkpoint "
