@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from PIL import Image
+
+from prefopt.config import ConfigError
 from prefopt.errors import DataError, ImageError
 
 logger = logging.getLogger(__name__)
@@ -43,8 +46,6 @@ class BadRows:
 
     def __init__(self, source: str, max_fraction: float = DEFAULT_MAX_BAD_FRACTION, key: str = "data"):
         if not 0.0 <= float(max_fraction) < 1.0:
-            from prefopt.config import ConfigError
-
             raise ConfigError(f"{key}.max_bad_fraction must be in [0, 1), got {max_fraction}")
         self.source = str(source)
         self.max_fraction = float(max_fraction)
@@ -178,8 +179,6 @@ def verify_image(src: Any) -> None:
     ``Image.verify`` checks the file's structure (chunk CRCs for PNG) without decoding the pixels, so the
     whole dataset can be checked before training at a fraction of the cost of decoding it.
     """
-    from PIL import Image
-
     if isinstance(src, Image.Image):
         return
     if isinstance(src, dict):

@@ -33,8 +33,10 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
+from prefopt.data import bad_rows
 from prefopt.data.images import resolve_media_path
 from prefopt.data.loaders import Rows, load_rows
+from prefopt.data.paths import media_root
 from prefopt.data.schema import (
     PROBLEM_TYPES,
     ConversationExample,
@@ -133,9 +135,6 @@ class _Row:
 
 def _parse(rows: Rows, parse_row: Callable[[_Row], Any], root: Root, desc: str) -> list:
     """Apply ``parse_row`` to every row, with a progress bar on big files (bad rows skipped when tolerated)."""
-    from prefopt.data import bad_rows
-    from prefopt.data.paths import media_root
-
     root = media_root(rows.source, root)  # relative media: under image_root, else the data file's folder
     tracker = bad_rows.active()
     out, kept = [], []

@@ -16,8 +16,11 @@ SFT conversations are cut exactly at ``data.max_length`` by the collator instead
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from prefopt.config import ConfigError
+from prefopt.data.schema import message_text
 from prefopt.errors import DataError
 
 POLICIES = ("truncate", "refuse")
@@ -35,8 +38,6 @@ def max_positions_of(config: Any) -> int | None:
 
 
 def _text_parts(messages: list[dict[str, Any]]) -> str:
-    from prefopt.data.schema import message_text
-
     return "\n".join(message_text(m) for m in messages)
 
 
@@ -61,8 +62,6 @@ def length_check(
     option: str = "data.overlong",
 ) -> Callable[[Any], None] | None:
     """A per-example check for :meth:`BadRows.screen` (None when the model's positions are unknown)."""
-    from prefopt.config import ConfigError
-
     if policy not in POLICIES:
         raise ConfigError(f"{option} must be one of {list(POLICIES)}, got {policy!r}")
     if not positions:
@@ -91,8 +90,6 @@ def model_length_check(
     trust_remote_code: bool = False,
 ) -> Callable[[Any], None] | None:
     """:func:`length_check` with the tokenizer and positions read from a model folder (no weights loaded)."""
-    from pathlib import Path
-
     from transformers import AutoConfig, AutoTokenizer
 
     if not name_or_path or (not Path(name_or_path).is_dir() and name_or_path.count("/") != 1):

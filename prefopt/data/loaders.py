@@ -12,6 +12,7 @@ Row numbers in errors count from 1 (the first data row is row 1); JSON syntax er
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Iterator
@@ -103,8 +104,6 @@ def _load_json(path: Path, cache_dir: str | None) -> Any:
 
 def _without_image_decoding(feature: Any) -> Any:
     """``feature`` with every ``Image`` inside it set to ``decode=False`` (None if nothing changes)."""
-    import copy
-
     import datasets
 
     if isinstance(feature, datasets.Image):

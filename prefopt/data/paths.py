@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefopt.data.loaders import _looks_like_path
 from prefopt.errors import DataError
 
 __all__ = ["MediaRoot", "check_data_path", "media_root"]
@@ -52,7 +53,6 @@ def check_data_path(path: str, image_root: str | None, key: str = "data.path", w
     """Refuse, before any model is loaded, an empty or missing data file and an image root that is no folder."""
     if not path:
         raise DataError(f"{where}: {key} is empty: give a data file")
-    from prefopt.data.loaders import _looks_like_path
 
     p = Path(path).expanduser()
     if not p.exists() and (_looks_like_path(path) or os.sep in path and not _hub_like(path)):

@@ -20,6 +20,7 @@ layouts prefopt reads:
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -82,7 +83,6 @@ def _draw_shape(draw: ImageDraw.ImageDraw, name: str, box: list[int]) -> None:
         draw.rectangle([x1, y1 + w, x2, y2 - w], fill=colour)
     elif name == "star":
         r_out, r_in = (x2 - x1) / 2, (x2 - x1) / 5
-        import math
 
         pts = []
         for k in range(10):
