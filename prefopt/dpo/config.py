@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,8 +94,6 @@ class SymMPOConfig:
 
 def validate(config: SymMPOConfig, where: str = "config") -> SymMPOConfig:
     """Type-check ``training.extra`` against ``TrainingArguments`` and refuse out-of-range numbers, naming the key."""
-    import dataclasses
-
     from transformers import TrainingArguments
 
     t = config.training

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from prefopt.data.images import load_image
 from prefopt.errors import DataError
@@ -50,8 +51,6 @@ def _source_key(src: Any) -> str:
 
 def most_similar_indices(images: Sequence[Any], *, chunk: int = 1024) -> list[int]:
     """For each image, the index of the most similar different image (cosine of :func:`embed_image`)."""
-    from tqdm.auto import tqdm
-
     keys = [_source_key(src) for src in images]
     if len(set(keys)) < 2:
         raise DataError("contrastive: similar needs at least two different images in the dataset")

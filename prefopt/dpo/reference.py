@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from prefopt.dpo.collator import sequence_logps
 
@@ -120,7 +121,6 @@ def compute_reference_logps(model: Any, dataset: Any, collator: Any, *, batch_si
                             device: Any = None, indices: Sequence[int] | None = None) -> Tensor:
     """Run the reference over the dataset (or its rows ``indices``) once: ``[rows, K]`` float32 log-probs."""
     from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()  # dropout off: the reference must be deterministic

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from prefopt.data.schema import assistant_message
+from prefopt.errors import ModelError
 from prefopt.models.loading import encode_chat, load_pretrained
 
 Messages = list[dict[str, Any]]
@@ -112,8 +113,6 @@ class VLMAdapter:
     def configure(self, **options: Any) -> None:
         """Family-specific load options (none by default)."""
         if options:
-            from prefopt.errors import ModelError
-
             raise ModelError(f"the {self.family} adapter takes no option(s) {sorted(options)}")
 
     # ---- tokenisation ----------------------------------------------------------------------

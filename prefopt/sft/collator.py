@@ -7,6 +7,7 @@ labels are rewritten by ``prefopt.reverse.masking.apply_reverse_masking``, which
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -80,8 +81,6 @@ class ConversationCollator:
 
     def _decodable(self, examples: Sequence[Any]) -> list[tuple[Any, list[Any]]]:
         """``(example, decoded images)`` of the examples whose images decode; the others are counted."""
-        import logging
-
         kept = []
         for ex in examples:
             try:
@@ -109,8 +108,6 @@ class ConversationCollator:
 
     def _limit_length(self, batch: dict[str, Any], examples: Sequence[Any]) -> dict[str, Any]:
         """Cut right-padded rows to ``max_length`` tokens (or refuse), never through image tokens."""
-        import logging
-
         import torch
 
         limit, ids = self.max_length, batch["input_ids"]

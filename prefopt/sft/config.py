@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefopt.config import ConfigError, load_config
+from prefopt.config import ConfigError, check_fields, check_ranges, load_config
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.training.reliability import ReliabilitySettings
 
@@ -65,7 +65,6 @@ def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
     """Check choices, and type-check ``training:`` against ``TrainingArguments`` (its annotations) and ranges."""
     from transformers import TrainingArguments
 
-    from prefopt.config import check_fields, check_ranges
     if recipe.data.convert not in CONVERSIONS:
         raise ConfigError(
             f"{where}: data.convert must be one of {list(CONVERSIONS)}, got {recipe.data.convert!r}"

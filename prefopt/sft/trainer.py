@@ -7,11 +7,20 @@ The loss is the (optionally weighted) token-mean cross entropy over supervised t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
 
+from prefopt.config import ConfigError
+from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
+from prefopt.data.formats import read_llava_conversations
+from prefopt.errors import DataError
+from prefopt.reverse.data import HintedDataset
+from prefopt.sft.collator import ConversationCollator, to_four_stage
+from prefopt.training.common import prepare_policy
+from prefopt.training.logprobs import response_token_logps
 from prefopt.training.loss_scaling import MeanLossTrainerMixin
 from prefopt.training.reliability import ReliableTrainerMixin
 
@@ -43,8 +52,6 @@ def response_token_loss(
 ) -> torch.Tensor:
     """:func:`weighted_token_loss` from one forward that projects only the supervised positions, in token
     chunks (:mod:`prefopt.training.logprobs`): the same value without any ``[B, T, V]`` logits."""
-    from prefopt.training.logprobs import response_token_logps
-
     logps, rows, pos = response_token_logps(model, inputs, labels)
     weights = torch.ones_like(logps) if loss_weights is None else loss_weights[:, 1:].to(logps.device)[rows, pos]
     weights = weights.float()
@@ -86,17 +93,10 @@ def load_examples(data: Any) -> list[Any]:
 def read_checked(data: Any) -> tuple[list[Any], Any]:
     """Conversations with bad rows (missing fields, corrupt images, ...) skipped and counted; ``(examples,
     tracker)``. More bad rows than ``data.max_bad_fraction`` stop with one line naming file and rows."""
-    from pathlib import Path
-
-    from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
-    from prefopt.errors import DataError
-
     if not data.path:
         raise DataError("data.path is empty: give a LLaVA conversation JSON/JSONL file")
     if not Path(data.path).is_file():
         raise DataError("data file not found", path=data.path)
-    from prefopt.data.formats import read_llava_conversations
-    from prefopt.sft.collator import to_four_stage
 
     tracker = BadRows(data.path, getattr(data, "max_bad_fraction", 0.01))
     examples = read_tolerant(tracker, lambda: read_llava_conversations(data.path, image_root=data.image_root))
@@ -113,10 +113,6 @@ def read_checked(data: Any) -> tuple[list[Any], Any]:
 def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     """A ready-to-train SFT trainer for a validated recipe."""
     from transformers import TrainingArguments
-
-    from prefopt.config import ConfigError
-    from prefopt.sft.collator import ConversationCollator
-    from prefopt.training.common import prepare_policy
 
     examples, tracker = read_checked(recipe.data)  # before the model: bad data is reported in seconds
     if adapter is None:
@@ -135,8 +131,6 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     )
     dataset: Any = _ListDataset(examples)
     if recipe.reverse and recipe.hint_prob > 0:
-        from prefopt.reverse.data import HintedDataset
-
         # REVERSE: the seed's hint injection, drawn each time a record is served
         dataset = HintedDataset(examples, recipe.hint_prob, seed=args.seed)
     trainer = ConversationSFTTrainer(

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.config import save_config
+from prefopt.errors import ModelError
 from prefopt.files import readable_modes  # noqa: F401  (moved below the models layer; kept importable here)
+from prefopt.models.adapter import load_adapter
+from prefopt.models.lora import apply_lora
 from prefopt.models.settings import LoraSettings, ModelSettings
 from prefopt.training.run_files import RUN_INFO, last_checkpoint, update_run_info  # noqa: F401  (public here)
 
@@ -28,11 +31,7 @@ def prepare_policy(
     ``seed`` seeds the LoRA initialisation (Trainer seeds only after the model exists), so two runs of one
     recipe start from the same adapter weights.
     """
-    from prefopt.models.adapter import load_adapter
-
     if not model.name_or_path:
-        from prefopt.errors import ModelError
-
         raise ModelError("model.name_or_path is empty: give a hub id or a local model directory")
     adapter = load_adapter(
         model.name_or_path,
@@ -44,8 +43,6 @@ def prepare_policy(
     )
     adapter.freeze_vision(freeze_tower=model.freeze_vision_tower, freeze_projector=model.freeze_projector)
     if lora.enabled:
-        from prefopt.models.lora import apply_lora
-
         if seed is not None:
             from transformers import set_seed
 
@@ -54,8 +51,6 @@ def prepare_policy(
         token_ids = [adapter.tokenizer.convert_tokens_to_ids(t) for t in new_tokens] or None
         adapter.model = apply_lora(adapter, lora, new_token_ids=token_ids)
     elif model.quantization:
-        from prefopt.errors import ModelError
-
         raise ModelError("a quantised (4bit/8bit) base can only be trained with LoRA: set lora.enabled=true")
     trainable = sum(p.numel() for p in adapter.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in adapter.model.parameters())

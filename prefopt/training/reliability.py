@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from prefopt.config import ConfigError
 from prefopt.errors import PrefoptError
 from prefopt.files import readable_modes
 from prefopt.training.run_files import (  # noqa: F401  (MARKER, write_marker, checkpoint_complete: public here)
@@ -169,8 +170,6 @@ class ReliabilityCallback(TrainerCallback):
     def __init__(self, settings: ReliabilitySettings | None = None, align_steps: int = 1):
         self.settings = settings or ReliabilitySettings()
         if self.settings.max_consecutive_nonfinite < 1:
-            from prefopt.config import ConfigError
-
             raise ConfigError("reliability.max_consecutive_nonfinite must be >= 1")
         self.align_steps = max(1, int(align_steps))
         self.skipped = 0
