@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from prefopt.data.synthetic import judge_answer
+from prefopt.testing.judge_server import JudgeServer
 
 # both caption-judge wordings: "Visual description:" (seed, the default) and "Image description:" (prefopt)
 _DESCRIPTION = re.compile(r"(?:Visual|Image) description:\s*(.*?)\s*Question:\s*(.*?)\s*(?:\n|$)", re.S)
@@ -37,6 +38,4 @@ def shapes_judge(messages: list[dict[str, Any]]) -> str:
 
 def start_judge(seed: int = 0) -> Any:
     """A started :class:`~prefopt.testing.JudgeServer` answering with :func:`shapes_judge` (stop it after)."""
-    from prefopt.testing.judge_server import JudgeServer
-
     return JudgeServer(answer=shapes_judge, seed=seed).start()

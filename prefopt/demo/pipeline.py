@@ -23,8 +23,12 @@ from typing import Any
 
 import yaml
 
+from prefopt.cli import main
+from prefopt.demo.judge import start_judge
 from prefopt.demo.profiles import DemoProfile, profile
+from prefopt.demo.summary import write_summary
 from prefopt.errors import PrefoptError
+from prefopt.eval.report import compare_runs
 from prefopt.models.tiny import DEFAULT_FAMILY
 
 DONE = ".demo-done"
@@ -43,8 +47,6 @@ class DemoResult:
 
 def cli(argv: Sequence[str], stage: str) -> None:
     """Run ``prefopt ARGV`` in this process; a non-zero exit becomes a PrefoptError naming the stage."""
-    from prefopt.cli import main
-
     argv = [str(a) for a in argv]
     code = main(argv)
     if code != 0:
@@ -166,8 +168,6 @@ class Demo:
 
     def compare(self) -> dict[str, Any]:
         """The comparison report against the cold start."""
-        from prefopt.eval.report import compare_runs
-
         runs = [str(self.out / "eval" / m) for m in METHODS]
         return compare_runs(runs, str(self.out / "report"), baseline="cold_start", categories=False)
 
@@ -192,9 +192,6 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> DemoResult:
     """Run every stage (skipping finished ones) and return the comparison; see the module docstring."""
-    from prefopt.demo.judge import start_judge
-    from prefopt.demo.summary import write_summary
-
     demo = Demo(out, profile("quick" if quick else "default"), family, seed, fresh, log)
     total = 7 + len(METHODS)
     demo.stage(1, total, "make-data", demo.data, demo.make_data)

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from prefopt.demo.profiles import DemoProfile
+from prefopt.eval.report import scoring_note
 
 #: (benchmark, metric, lower is better) shown in the headline table.
 HEADLINE = (
@@ -67,10 +69,6 @@ def headline(table: dict[str, Any]) -> str:
 
 def scoring_lines(out: Path, table: dict[str, Any]) -> str:
     """Which ``--scoring`` produced the numbers, and every evaluation with answers nobody could parse."""
-    import json
-
-    from prefopt.eval.report import scoring_note
-
     lines = [scoring_note(table)]
     for path in sorted((out / "eval").glob("*/*/metrics.json")):
         metrics = json.loads(path.read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.errors import PrefoptError
+from prefopt.rewards.judge import JudgeClient
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,6 @@ def ask_judge(
     """Judge answers (None where the call failed) and the client's call statistics."""
     if judge_config is None:
         raise PrefoptError("this benchmark needs an LLM judge: give --judge-url and --judge-model")
-    from prefopt.rewards.judge import JudgeClient
 
     if out_dir is not None and not judge_config.cache_dir:
         # re-scoring the same answers (a resumed or repeated run) reuses the verdicts instead of paying again

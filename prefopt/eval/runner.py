@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+import prefopt
+from prefopt.data.images import load_image
+from prefopt.data.paths import media_root
+from prefopt.data.schema import user_message
 from prefopt.errors import DataError, PrefoptError
+from prefopt.eval.amber import Amber
+from prefopt.eval.chair import Chair
 from prefopt.eval.common import (
     Benchmark,
     EvalItem,
@@ -28,6 +36,12 @@ from prefopt.eval.common import (
     read_jsonl,
     read_records,
 )
+from prefopt.eval.hallusion import HallusionBench
+from prefopt.eval.mcq import MultipleChoice
+from prefopt.eval.mmhal import MMHal
+from prefopt.eval.pope import Pope
+from prefopt.eval.refcoco import RefCOCO
+from prefopt.models.adapter import load_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +52,6 @@ RUN_INFO = "run_info.json"
 
 def benchmark_classes() -> dict[str, type[Benchmark]]:
     """``{name: class}`` of every benchmark."""
-    from prefopt.eval.amber import Amber
-    from prefopt.eval.chair import Chair
-    from prefopt.eval.hallusion import HallusionBench
-    from prefopt.eval.mcq import MultipleChoice
-    from prefopt.eval.mmhal import MMHal
-    from prefopt.eval.pope import Pope
-    from prefopt.eval.refcoco import RefCOCO
-
     classes = (Pope, Chair, Amber, MMHal, HallusionBench, MultipleChoice, RefCOCO)
     return {cls.name: cls for cls in classes}
 
@@ -118,8 +124,6 @@ def generate_predictions(
 def _load(model_dir: str, family: str | None, dtype: str = "auto", device: str | None = None) -> Any:
     import torch
 
-    from prefopt.models.adapter import load_adapter
-
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     # on the CPU the default placement is right; a device_map puts the weights straight on the GPU
@@ -139,10 +143,6 @@ def _answer_batches(
 ):
     """Yield ``(batch, answers)``: left-padded prompts, greedy decoding, only the new tokens decoded."""
     import torch
-    from tqdm.auto import tqdm
-
-    from prefopt.data.images import load_image
-    from prefopt.data.schema import user_message
 
     pad_id = adapter.tokenizer.pad_token_id
     if pad_id is None:
@@ -222,8 +222,6 @@ def _jsonable(value: Any) -> Any:
 
 def run_info(bench: Benchmark, opts: EvalOptions, **fields: Any) -> dict[str, Any]:
     """The resolved settings of a run (environment-variable names only, never secrets)."""
-    import prefopt
-
     options = {f.name: _jsonable(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
     if isinstance(options.get("judge"), dict):
         options["judge"] = {k: v for k, v in options["judge"].items() if "key" not in k or k.endswith("_env")}
@@ -305,7 +303,6 @@ def evaluate(
         _claim(out, bench, model)
         # written before generating so that a killed run can be resumed (and checked) later
         _write_info(out, run_info(bench, opts, **fields, status="generating"))
-        from prefopt.data.paths import media_root
 
         gen_kw = {
             "image_root": media_root(data, image_root),  # relative images: under --image-root, else the file's folder

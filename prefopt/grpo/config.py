@@ -11,6 +11,7 @@ seed trainers do; TRL has no such field, see :mod:`prefopt.grpo.kl`; ``null`` tu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,8 +227,6 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
 
 def _validate_numbers(recipe: GRPORecipe, where: str) -> None:
     """Ranges of ``training:`` (lr > 0, num_generations >= 2, ...), full prompt groups, and the other sections."""
-    import os
-
     args = recipe.training_args()
     check_ranges(args, where)
     gens = args.get("num_generations") or 8

@@ -12,7 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
+from prefopt.data.formats import read_video_r1, read_viscot_jsonl
+from prefopt.data.schema import user_message
 from prefopt.errors import DataError
+from prefopt.grpo.grounded import grounded_prompt
+from prefopt.grpo.prompts import build_prompt
 
 READERS = ("video_r1", "viscot")
 
@@ -23,7 +28,6 @@ def read_prompt_examples(path: str | Path, fmt: str = "video_r1", image_root: st
         raise DataError(f"unknown data.format {fmt!r}; choose one of {list(READERS)}", path=str(path))
     if not Path(path).is_file():
         raise DataError("data file not found", path=str(path))
-    from prefopt.data.formats import read_video_r1, read_viscot_jsonl
 
     reader = read_viscot_jsonl if fmt == "viscot" else read_video_r1
     return list(reader(path, image_root=image_root))
@@ -31,12 +35,7 @@ def read_prompt_examples(path: str | Path, fmt: str = "video_r1", image_root: st
 
 def example_row(example: Any, template: str) -> dict[str, Any]:
     """One dataset row (prompt messages, media and reward columns) for a ``PromptExample``."""
-    from prefopt.data.schema import user_message
-    from prefopt.grpo.prompts import build_prompt
-
     if template == "grounded":
-        from prefopt.grpo.grounded import grounded_prompt
-
         if len(example.images) != 1 or example.videos:
             raise DataError(
                 f"prompt {example.id}: the grounded template needs exactly one image and no video"
@@ -104,8 +103,6 @@ def load_checked(data: Any, extra_check: Any = None) -> tuple[Any, Any]:
     """``(dataset, tracker)``: bad rows (missing fields, corrupt images, ...) skipped and counted in the
     ``BadRows`` tracker, whose ``rows`` map each dataset row to its 0-based source row; more than
     ``data.max_bad_fraction`` of bad rows stop with one line naming the file and the first rows."""
-    from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
-
     if not data.path:
         raise DataError("data.path is empty: give a Video-R1 / GWYS JSON file")
     tracker = BadRows(data.path, getattr(data, "max_bad_fraction", 0.01))

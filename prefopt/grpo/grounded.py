@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image
 
+from prefopt.grpo.prompts import TYPE_SUFFIX, render_options
 from prefopt.rewards.grounding import Box, parse_box
 
 MIN_SIDE = 28  # pixels (SPEC 2): Qwen2.5-VL's patch merger needs at least one 28 px cell
@@ -67,8 +68,6 @@ _BOX_TAG = re.compile(r"<box>(.*?)</box>", re.DOTALL)
 
 def grounded_prompt(question: str, problem_type: str | None = None, options: Sequence[str] = ()) -> str:
     """The first user turn's text: question (+ options), grounding instructions, per-type answer suffix."""
-    from prefopt.grpo.prompts import TYPE_SUFFIX, render_options
-
     text = GROUNDED_INSTRUCTION.replace("{question}", render_options(question.strip(), options))
     return text + TYPE_SUFFIX.get(problem_type or "free-form", "")
 

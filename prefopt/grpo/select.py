@@ -16,8 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from prefopt.data.lengths import model_length_check
+from prefopt.data.loaders import load_rows
+from prefopt.data.paths import media_root, with_absolute_media
+from prefopt.data.video import load_video_frames
 from prefopt.errors import PrefoptError
+from prefopt.grpo.data import load_checked
+from prefopt.grpo.reward_funcs import build_reward_funcs
 from prefopt.models.registry import adapter_for_model
+from prefopt.training.common import prepare_policy, update_run_info
 
 
 def reward_stats(rewards: Sequence[Sequence[float]]) -> list[dict[str, float]]:
@@ -64,7 +73,6 @@ def sample_responses(
     ``load_video(path)`` turns a row's video paths into frame lists (needed only when rows have videos).
     """
     import torch
-    from tqdm.auto import tqdm
 
     model = adapter.model
     model.eval()
@@ -193,7 +201,6 @@ def raw_rows(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     if path.suffix == ".json":
         return json.loads(text)
-    from prefopt.data.loaders import load_rows
 
     # other formats go through the shared loader, which fills absent columns with None: drop those again
     return [{k: v for k, v in dict(r).items() if v is not None} for r in load_rows(str(path))]
@@ -203,17 +210,10 @@ def run_selection(
     recipe: Any, k: int, keep: float, out_dir: str | Path, adapter: Any = None
 ) -> dict[str, Path]:
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
-    from prefopt.data.video import load_video_frames
-    from prefopt.grpo.data import load_checked
-    from prefopt.grpo.reward_funcs import build_reward_funcs
-    from prefopt.training.common import prepare_policy
-
     if k < 2:
         raise PrefoptError(f"--k must be at least 2 (a variance needs two rewards), got {k}")
     if not 0.0 < keep <= 1.0:  # checked before any sampling, not after it
         raise PrefoptError(f"--keep must lie in (0, 1], got {keep}")
-    from prefopt.data.lengths import model_length_check
-    from prefopt.data.paths import media_root, with_absolute_media
 
     train = recipe.training_args()
     check = model_length_check(recipe.model.name_or_path, int(train.get("max_completion_length") or 0),
@@ -248,7 +248,6 @@ def run_selection(
     kept, cut = select_by_variance(stats, keep)
     warn_if_flat(stats)
     files = write_outputs(out_dir, rows_as_written, [r["id"] for r in rows], rewards, stats, kept, cut)
-    from prefopt.training.common import update_run_info
 
     update_run_info(out_dir, data=tracker.summary(), zero_variance=sum(s["variance"] == 0 for s in stats))
     return files
