@@ -185,11 +185,12 @@ def flatten_media(
 
 def _open_image(src: Any) -> Any:
     """Decode a path or bytes into an RGB PIL image (PIL images pass through)."""
+    # lazy: the CLI imports this module at start (via models.registry), and `prefopt --help` needs no PIL
     from PIL import Image
 
     if isinstance(src, Image.Image):
         return src.convert("RGB") if src.mode != "RGB" else src
-    from prefopt.data.images import load_image
+    from prefopt.data.images import load_image  # lazy, as above: it pulls PIL
 
     return load_image(src)
 
@@ -197,7 +198,7 @@ def _open_image(src: Any) -> Any:
 def _open_video(src: Any) -> list[Any]:
     """Frames of one video: a list of image sources, or a file path sampled through PyAV."""
     if isinstance(src, (str, os.PathLike)):
-        from prefopt.data.video import load_video_frames
+        from prefopt.data.video import load_video_frames  # lazy, as in _open_image: it pulls PIL
 
         return load_video_frames(src)
     frames = [_open_image(frame) for frame in src]

@@ -385,3 +385,53 @@ def test_no_import_cycles_even_through_function_level_imports():
              for m, deps in graph.items()}
     cycles = _cycles(graph)
     assert not cycles, f"import cycles among prefopt modules (counting imports inside functions): {cycles}"
+
+
+# --- imports at the module top (issue 18 item 4): a prefopt import inside a function hides the graph ---------
+
+#: Folders/files whose prefopt imports stay inside functions on purpose: ``prefopt --help`` imports every
+#: command module, and must not import torch/transformers through them.
+LAZY_BY_DESIGN = ("prefopt/commands/", "prefopt/cli.py")
+#: (importing module, imported module) -> why the import stays inside a function. Keep it short and honest.
+FUNCTION_IMPORT_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("prefopt.models.loading", "prefopt.data.images"):
+        "models.loading is imported at CLI start (via models.registry); data.images pulls PIL",
+    ("prefopt.models.loading", "prefopt.data.video"):
+        "models.loading is imported at CLI start (via models.registry); data.video pulls PIL",
+}
+
+
+def _function_level_imports(tree: ast.AST, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, imported prefopt module) of every import statement inside a function body."""
+    found = []
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                found += [(node.lineno, _existing(t)) for t in _targets(node, module, is_package)]
+    return sorted(set(found))
+
+
+def test_no_function_level_prefopt_imports_outside_the_commands():
+    hits, used = [], set()
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT.parent).as_posix()
+        if rel.startswith(LAZY_BY_DESIGN):
+            continue
+        module = _module_name(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for line, target in _function_level_imports(tree, module, path.name == "__init__.py"):
+            if (module, target) in FUNCTION_IMPORT_EXCEPTIONS:
+                used.add((module, target))
+            else:
+                hits.append(f"{rel}:{line} imports {target} inside a function")
+    assert not hits, ("move these imports to the module top (or name them, with the reason, in "
+                      "FUNCTION_IMPORT_EXCEPTIONS):\n" + "\n".join(hits))
+    assert used == set(FUNCTION_IMPORT_EXCEPTIONS), f"stale exceptions: {set(FUNCTION_IMPORT_EXCEPTIONS) - used}"
+
+
+def test_function_level_import_gate_catches_a_planted_import():
+    tree = ast.parse("from prefopt.errors import DataError\n"
+                     "def f():\n    import json\n    from prefopt.data import schema\n"
+                     "class C:\n    def g(self):\n        if True:\n            from ..config import load_config\n")
+    assert _function_level_imports(tree, "prefopt.data.x", False) == [
+        (4, "prefopt.data.schema"), (8, "prefopt.config")]
