@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     from prefopt.grpo.select import run_selection
 
     recipe = load_recipe(args.config, args.overrides)
-    files = run_selection(recipe, args.k, args.keep, args.out)
+    from prefopt.training.cost import measured
+
+    with measured(args.out, "select"):
+        files = run_selection(recipe, args.k, args.keep, args.out)
     for name, path in files.items():
         print(f"{name:9s} {path}")
     return 0

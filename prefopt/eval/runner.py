@@ -312,7 +312,11 @@ def evaluate(
             "dtype": dtype,
             "device": device,
         }
-        fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
+        from prefopt.training.cost import measured
+
+        with measured(out, "eval") as cost:
+            fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
+        fields["cost"] = cost
         pred_path = out / PREDICTIONS
     elif pred_list:
         opts = dataclasses.replace(opts, data=tuple(data_list))

@@ -259,6 +259,9 @@ class ReliableTrainerMixin:
         super().__init__(*args, **kwargs)
         self.reliability = ReliabilityCallback(reliability, align_steps=self.resume_alignment())
         self.add_callback(self.reliability)
+        from prefopt.training.cost import CostCallback
+
+        self.add_callback(CostCallback(getattr(self, "ref_model", None)))  # OUTPUT_DIR/cost.json
 
     def resume_alignment(self) -> int:
         """Optimizer steps between points where a resume repeats the run exactly (1 for plain Trainer)."""

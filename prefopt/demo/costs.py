@@ -1,0 +1,44 @@
+"""What each demo method cost to train and evaluate, assembled from the stages' ``cost.json`` files.
+
+Every demo stage records its wall/CPU seconds, forward and generated tokens and judge requests in
+``FOLDER/cost.json`` under ``"stage"`` (:meth:`prefopt.demo.pipeline.Demo.stage`); the trainers add a
+``"train"`` section and SymMPO a ``"reference_cache"`` one (:mod:`prefopt.training.cost`).
+
+A method's *training* cost is what it spent after the shared cold start: GRPO = variance-guided selection +
+GRPO training (rollouts, judge calls, policy and reference forwards); SymMPO = reference-cache build +
+SymMPO training. Making the preference pairs costs nothing here (the shapes world draws them), and on real
+data it is an offline cost paid once. The cold start's own cost (SFT) is reported on its row and is shared
+by both methods. The result is written to ``eval/<method>/cost.json`` under ``"method"``, where
+:mod:`prefopt.eval.multiseed` finds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefopt.training.cost import add, read_cost, record_section
+
+#: The run folders (under OUT/runs) whose stage costs make up each method's training cost.
+METHOD_STAGES = {"cold_start": ("sft",), "grpo": ("select", "grpo"), "symmpo": ("symmpo",)}
+
+
+def method_cost(out: Path, method: str) -> dict[str, Any]:
+    """``{"training": ..., "eval": ..., "parts": {...}}`` of one method of the demo run in ``out``."""
+    parts: dict[str, Any] = {}
+    for stage in METHOD_STAGES[method]:
+        data = read_cost(out / "runs" / stage)
+        parts[stage] = data.get("stage")
+        if "reference_cache" in data:
+            parts["reference_cache"] = data["reference_cache"]
+    training = add(*(parts[s] for s in METHOD_STAGES[method]))
+    evaluation = read_cost(out / "eval" / method).get("stage")
+    return {"training": training, "eval": add(evaluation), "parts": parts, "stages": list(METHOD_STAGES[method])}
+
+
+def write_method_costs(out: Path, methods: tuple[str, ...] = tuple(METHOD_STAGES)) -> dict[str, Any]:
+    """Write each method's cost into ``eval/<method>/cost.json`` (section ``"method"``) and return them."""
+    costs = {m: method_cost(out, m) for m in methods}
+    for method, cost in costs.items():
+        record_section(out / "eval" / method, "method", cost)
+    return costs
