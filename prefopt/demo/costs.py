@@ -42,3 +42,18 @@ def write_method_costs(out: Path, methods: tuple[str, ...] = tuple(METHOD_STAGES
     for method, cost in costs.items():
         record_section(out / "eval" / method, "method", cost)
     return costs
+
+
+def cost_markdown(out: Path) -> str:
+    """A table of each method's training and evaluation cost, with the demo's budget rule."""
+    from prefopt.demo.profiles import BUDGET_RULE
+
+    fields = ("wall_s", "cpu_s", "forward_tokens", "generated_tokens", "judge_calls")
+    lines = ["| cost | " + " | ".join(f"train {f}" for f in fields) + " | eval wall_s |", "|---" * (len(fields) + 2) + "|"]
+    for method in METHOD_STAGES:
+        cost = read_cost(out / "eval" / method).get("method") or {}
+        train, ev = cost.get("training") or {}, cost.get("eval") or {}
+        cells = [f"{train[f]:g}" if isinstance(train.get(f), int | float) else "–" for f in fields]
+        cells.append(f"{ev['wall_s']:g}" if isinstance(ev.get("wall_s"), int | float) else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nBudget: {BUDGET_RULE}. Training cost counts what a method spent after the shared cold start (the cold_start row: its SFT)."

@@ -82,7 +82,9 @@ def scoring_lines(out: Path, table: dict[str, Any]) -> str:
 
 def write_summary(out: Path, table: dict[str, Any], prof: DemoProfile, timings: dict[str, float]) -> Path:
     """Write ``OUT/summary.md`` (headline table, scoring, timings, caveats) and print its table."""
-    text = headline(table) + "\n\n" + scoring_lines(out, table)
+    from prefopt.demo.costs import cost_markdown
+
+    text = headline(table) + "\n\n" + scoring_lines(out, table) + "\n\n" + cost_markdown(out)
     spent = ", ".join(f"{name} {sec:.0f} s" for name, sec in timings.items()) or "all stages reused"
     body = (
         f"# prefopt demo ({prof.name} profile)\n\n{text}\n\n"
