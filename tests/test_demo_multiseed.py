@@ -121,3 +121,18 @@ def test_run_cost_falls_back_to_the_model_folder(tmp_path):
 def test_seed_label(tmp_path):
     assert seed_label(tmp_path / "seed-12" / "eval" / "grpo", 0) == "seed-12"
     assert seed_label(tmp_path / "x", 3) == "#3"
+
+
+def test_parse_seeds():
+    from prefopt.demo.seeds import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("0-4") == [0, 1, 2, 3, 4] and parse_seeds("3") == [3]
+    for bad in ("", "a,b", "1,1"):
+        with pytest.raises(PrefoptError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_demo_refuses_bad_seeds_in_one_line(tmp_path, capsys):
+    assert main(["demo", "--seeds", "0,x", "--out", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "--seeds" in err and "Traceback" not in err
