@@ -76,7 +76,7 @@ def test_readme_verdicts_follow_the_intervals(runs):
     assert verdict(rows["chair_i"]["paired"]["grpo"], True) == "better"
     assert verdict({"mean": -0.1, "ci_low": -0.2, "ci_high": -0.05}, False) == "worse"
     text = reading(table)
-    assert "better on CHAIR CHAIRi" in text and "no change beyond the across-seed interval on POPE accuracy" in text
+    assert "better on CHAIRi" in text and "no change beyond the across-seed interval on POPE accuracy" in text
     assert "learned the yes/no task (POPE accuracy ≥ 0.6) in 3 of 3 seeds" in text
 
 

@@ -28,6 +28,12 @@ METRIC = {"accuracy": "accuracy ↑", "f1": "F1 ↑", "yes_ratio": "yes-ratio", 
 LEARNED = 0.6
 
 
+def label(bench: str, metric: str) -> str:
+    """``POPE accuracy ↑``, ``CHAIRi ↓``, ``CHAIR recall ↑``: the README's name of a metric."""
+    name = METRIC.get(metric, metric)
+    return name if name.startswith(bench.upper()) else f"{bench.upper()} {name}"
+
+
 def _row(table: dict[str, Any], bench: str, metric: str) -> dict[str, Any] | None:
     return next((r for r in table["rows"] if r["benchmark"] == bench and r["metric"] == metric), None)
 
@@ -63,8 +69,7 @@ def headline_table(table: dict[str, Any]) -> str:
         row = _row(table, bench, metric)
         if row is None:
             continue
-        name = ("CHAIR " if bench == "chair" and metric == "recall" else "POPE " if bench == "pope" else "")
-        cells = [name + METRIC.get(metric, metric), *[_mean(row["mean"][m]) for m in names]]
+        cells = [label(bench, metric), *[_mean(row["mean"][m]) for m in names]]
         lines.append("| " + " | ".join(cells + [_delta(row["paired"][m]) for m in others]) + " |")
     return "\n".join(lines)
 
@@ -85,6 +90,8 @@ def reading(table: dict[str, Any]) -> str:
     """Sentences derived from the numbers by fixed rules (paired intervals, seed counts, cost ratios)."""
     base, n = table["baseline"], len(table["seeds"])
     out = []
+    if (table.get("provenance") or {}).get("profile") == "quick":
+        out.append("This is a --quick run (a CI smoke test of the pipeline): its numbers mean nothing.")
     acc = _row(table, "pope", "accuracy")
     if acc is not None:
         failed = [s for s, v in zip(table["seeds"], acc["per_seed"][base], strict=True) if v < LEARNED]
@@ -95,8 +102,7 @@ def reading(table: dict[str, Any]) -> str:
         for bench, metric, lower in HEADLINE:
             row = _row(table, bench, metric)
             if row is not None and metric != "yes_ratio":
-                label = f"{bench.upper()} {METRIC.get(metric, metric).rstrip(' ↑↓')}"
-                groups[verdict(row["paired"][m], lower)].append(label)
+                groups[verdict(row["paired"][m], lower)].append(label(bench, metric).rstrip(" ↑↓"))
         parts = [f"{k} on {', '.join(v)}" for k, v in groups.items() if v and k != "unclear"]
         if groups["unclear"]:
             parts.append(f"no change beyond the across-seed interval on {', '.join(groups['unclear'])}")
@@ -104,6 +110,9 @@ def reading(table: dict[str, Any]) -> str:
         tail = (f"; POPE yes-ratio {yes['mean'][base]['mean']:.2f} → {yes['mean'][m]['mean']:.2f} "
                 "(0.5 on the balanced set)") if yes else ""
         out.append(f"{LABEL.get(m, m)} against the cold start (paired, {n} seeds): " + "; ".join(parts) + tail + ".")
+    from prefopt.eval.multiseed_report import unparsed_line
+
+    out.append(unparsed_line(table).strip())
     out.append(_cost_sentence(table))
     return "\n".join(f"- {s}" for s in out if s)
 

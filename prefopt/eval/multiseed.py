@@ -116,11 +116,16 @@ def multiseed(methods: dict[str, list[str]], baseline: str | None = None) -> dic
             row["paired"][m] = {**t_interval(deltas), "deltas": deltas, "better_in": better}
         rows.append(row)
     costs = {m: [run_cost(d) for d in methods[m]] for m in names}
+    unparsed = {m: {b: [int(r[b].get("n_unparsed") or 0) for r in loaded[m] if b in r] for b in loaded[m][0]}
+                for m in names}
+    answers = {m: {b: [int(r[b].get("n") or 0) for r in loaded[m] if b in r] for b in loaded[m][0]} for m in names}
     return {
         "baseline": baseline, "methods": names, "seeds": seeds, "rows": rows,
         "runs": {m: [str(d) for d in methods[m]] for m in names},
         "per_seed_tables": dict(zip(seeds, per_seed, strict=True)),
         "cost": {m: _mean_cost(costs[m]) for m in names},
+        "unparsed": {m: {b: {"unparsed": sum(v), "answers": sum(answers[m][b])} for b, v in per.items()}
+                     for m, per in unparsed.items()},
         "interval": "95 % Student-t over seeds (mean ± t·sd/√n)",
         "paired": "per-seed deltas against the baseline (same seed, same held-out items), 95 % t-interval",
     }

@@ -48,6 +48,13 @@ def means_table(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def unparsed_line(table: dict[str, Any]) -> str:
+    """Answers no scorer could read (counted wrong), summed over seeds, where there were any."""
+    parts = [f"{m} {b}: {c['unparsed']} of {c['answers']}" for m, per in (table.get("unparsed") or {}).items()
+             for b, c in per.items() if c["unparsed"]]
+    return ("Unparsed answers (counted wrong), all seeds: " + "; ".join(parts) + ".\n") if parts else ""
+
+
 def cost_table(table: dict[str, Any]) -> str:
     """Per method: training and evaluation cost (means over seeds)."""
     head = ["method", *[f"train {f}" for f in COST_FIELDS], "eval wall_s", "eval forward_tokens"]
@@ -90,6 +97,7 @@ def markdown(table: dict[str, Any]) -> str:
         means_table(table),
         f"\nMean over seeds with its {table['interval']}. Δ: {table['paired']}; * when that interval excludes "
         "0; (k/n): the method was better in k of n seeds. ↓: lower is better.\n",
+        unparsed_line(table),
         "## Cost (mean per seed)\n",
         cost_table(table),
         "\nTraining cost counts what each method spent after the shared cold start (wall and process CPU "
