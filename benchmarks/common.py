@@ -51,6 +51,24 @@ QWEN_3B = dict(
     max_position_embeddings=32768,
 )
 
+#: "real-vocab" configs: the real vocabulary, hidden size, attention heads and MLP width of each family's
+#: released model, with only 2 language layers and the tiny vision tower (what the LM head costs is real).
+REAL_VOCAB = {
+    "real-vocab": {  # Qwen2.5-VL-3B head / LLaVA-1.5-7B head
+        "qwen2_5_vl": dict(hidden_size=2048, intermediate_size=11008, num_attention_heads=16, num_key_value_heads=2,
+                           vocab=151_936),
+        "llava": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+                      vocab=32_064),
+    },
+    "real-vocab-7b": {  # Qwen2.5-VL-7B head
+        "qwen2_5_vl": dict(hidden_size=3584, intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4,
+                           vocab=152_064),
+        "llava": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+                      vocab=32_064),
+    },
+}
+CONFIGS = ("tiny", "3b", *REAL_VOCAB)
+
 
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark script shares."""
@@ -62,8 +80,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         default="tiny",
-        choices=("tiny", "3b"),
-        help="tiny random-init models, or a random-init Qwen2.5-VL-3B (GPU only)",
+        choices=CONFIGS,
+        help="tiny random-init models, a random-init Qwen2.5-VL-3B (GPU only), or real-vocab(-7b): the real "
+        "vocabulary / hidden size / head of each family with 2 layers",
     )
     p.add_argument("--family", action="append", choices=FAMILIES, help="model family (default: both)")
     p.add_argument(
@@ -105,11 +124,23 @@ def model_dir(family: str, args: argparse.Namespace) -> str:
             return path
     from prefopt.models.tiny import build_tiny
 
-    sizes = QWEN_3B if args.config == "3b" else {}
+    sizes = QWEN_3B if args.config == "3b" else dict(REAL_VOCAB.get(args.config, {}).get(family, {}))
+    vocab = sizes.pop("vocab", None)
     out = CACHE / f"{args.config}-{family}"
     if not (out / "config.json").is_file():
         build_tiny(family, out, seed=0, **sizes)
+        if vocab:
+            resize_vocabulary(out, vocab)
     return str(out)
+
+
+def resize_vocabulary(path: Path, vocab: int) -> None:
+    """Resize the checkpoint's embedding and LM head to ``vocab`` rows in place (the tokenizer keeps its ids)."""
+    from prefopt.models.adapter import load_adapter
+
+    adapter = load_adapter(str(path), dtype="float32")
+    adapter.model.resize_token_embeddings(vocab, mean_resizing=False)
+    adapter.model.save_pretrained(path)
 
 
 def torch_dtype(args: argparse.Namespace) -> Any:

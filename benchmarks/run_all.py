@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # full: 5 repeats, both families, the NTK 7B-head case
     python benchmarks/run_all.py --quick    # smoke run, about 3 minutes on 2 CPU cores
     python benchmarks/run_all.py --device cuda --dtype bfloat16 --config 3b --only grpo --only symmpo
+    python benchmarks/run_all.py --config real-vocab    # real vocabularies / heads, 2 layers (issue 21)
 
 The raw results (every ``RESULT`` line) are written to ``--out`` (default
 ``benchmarks/results/<full|quick>.json``); ``docs/benchmarks.md`` is written from a full run.
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import parse_result  # noqa: E402
+from benchmarks.common import CONFIGS, parse_result  # noqa: E402
 
 #: target name -> benchmark module
 SCRIPTS = {
@@ -30,18 +31,26 @@ SCRIPTS = {
     "symmpo": "symmpo_throughput",
     "resample": "resample_bench",
     "select": "select_bench",
+    "ntk-train": "ntk_training_path",
+    "vocab-memory": "vocab_memory",
+    "vision": "vision_share",
 }
+#: targets whose model sizes are fixed by the script (the 7B head; the vocabulary resize) or family-free
+_NO_CONFIG = ("ntk-train", "vocab-memory")
 
 
 def script_args(args: argparse.Namespace, name: str) -> list[str]:
     """Command-line options forwarded to one benchmark script."""
-    out = ["--device", args.device, "--dtype", args.dtype, "--config", args.config]
+    out = ["--device", args.device, "--dtype", args.dtype]
+    if name not in _NO_CONFIG:
+        out += ["--config", args.config]
     if args.quick:
         out += ["--quick", "--repeats", str(args.repeats or 1)]
     elif args.repeats:
         out += ["--repeats", str(args.repeats)]
     for family in args.family or []:
-        out += ["--family", family]
+        if name not in _NO_CONFIG:
+            out += ["--family", family]
     if name == "ntk" and args.quick:
         out += ["--case", "tiny", "--case", "sweep"]
     return out
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    p.add_argument("--config", default="tiny", choices=("tiny", "3b"))
+    p.add_argument("--config", default="tiny", choices=CONFIGS,
+                   help="tiny, 3b (GPU), or real-vocab / real-vocab-7b (real vocabulary and head, 2 layers)")
     p.add_argument("--family", action="append", choices=("qwen2_5_vl", "llava"))
     p.add_argument("--only", action="append", choices=sorted(SCRIPTS), help="run only these targets")
     p.add_argument("--out", default=None, help="JSON file for the raw results")

@@ -141,7 +141,7 @@ def build_trl(config: Any, dataset: Any) -> Any:
 def run_side(
     side: str, config: Any, dataset: Any, device: str, memory: bool
 ) -> tuple[float, float, float | None]:
-    """(tokens per wall second, per CPU second, median step seconds, peak MiB or None) of one fresh run."""
+    """(tokens per wall s, per CPU s, median step s, peak MiB or None, examples per wall s) of one fresh run."""
     import statistics
 
     trainer = build_prefopt(config) if side == "prefopt" else build_trl(config, dataset)
@@ -159,11 +159,18 @@ def run_side(
     steps = len(timer.times)
     tokens = counter.tokens[1:steps]
     tps, cpu_tps = sum(tokens) / sum(timer.times[1:]), sum(tokens) / sum(timer.cpu[1:])
-    return tps, cpu_tps, statistics.median(timer.times[1:]), peak
+    # examples per second: what a run over a dataset pays (SymMPO's 5 sequences and DPO's 2 count alike)
+    eps = (steps - 1) * config.training.per_device_train_batch_size / sum(timer.times[1:])
+    return tps, cpu_tps, statistics.median(timer.times[1:]), peak, eps
 
 
-def run_family(family: str, args, n: int) -> dict:
-    """Interleaved repeats of both sides on one model family."""
+def charged(eps: float, n_examples: int, cache_s: float) -> float:
+    """Examples per second over one epoch of ``n_examples`` with the reference-cache build charged to it."""
+    return n_examples / (n_examples / eps + cache_s)
+
+
+def run_family(family: str, args, n: int, loss: str = "symmpo") -> dict:
+    """Interleaved repeats of both sides on one model family (prefopt with ``loss``)."""
     from prefopt.data.synthetic import WorldSizes, write_world
 
     model = common.model_dir(family, args)
@@ -174,17 +181,21 @@ def run_family(family: str, args, n: int) -> dict:
             WorldSizes(train=2, grpo=2, preference=args.batch * steps + 2, eval=2, grounded=0),
         )
         config = symmpo_config(model, files["symmpo.parquet"], args, steps, str(Path(tmp) / "run"))
+        config.loss.name = loss
+        if loss == "dpo":
+            config.contrastive = "none"
         start = time.perf_counter()
         build_prefopt(config)  # fills the reference cache (one-off, reused by every later run)
         cache_s = time.perf_counter() - start
         dataset = dpo_dataset(config)
         res: dict[str, dict[str, list[float]]] = {
-            s: {"tps": [], "cpu_tps": [], "step": []} for s in ("prefopt", "trl")
+            s: {"tps": [], "cpu_tps": [], "step": [], "eps": []} for s in ("prefopt", "trl")
         }
         peaks, loads = {}, []
         for rep in range(n):
             for side in res:
-                tps, cpu_tps, step, peak = run_side(side, config, dataset, args.device, memory=rep == 0)
+                tps, cpu_tps, step, peak, eps = run_side(side, config, dataset, args.device, memory=rep == 0)
+                res[side]["eps"].append(eps)
                 res[side]["tps"].append(tps)
                 res[side]["step"].append(step)
                 res[side]["cpu_tps"].append(cpu_tps)
@@ -196,6 +207,13 @@ def run_family(family: str, args, n: int) -> dict:
         "steps": steps,
         "batch": args.batch,
         "reference_cache_build_s": cache_s,
+        "loss": loss,
+        "examples_per_s": {s: common.summary(v["eps"]) for s, v in res.items()},
+        # prefopt's one-off cache build charged to one epoch of the benchmark's pairs (TRL builds none)
+        "examples_per_s_cache_charged": {
+            "prefopt": common.summary([charged(e, len(dataset), cache_s) for e in res["prefopt"]["eps"]]),
+            "trl": common.summary(res["trl"]["eps"]),
+        },
         "tokens_per_s": {s: common.summary(v["tps"]) for s, v in res.items()},
         "step_s": {s: common.summary(v["step"]) for s, v in res.items()},
         "tokens_per_cpu_s": {s: common.summary(v["cpu_tps"]) for s, v in res.items()},
@@ -214,18 +232,31 @@ def main(argv: list[str] | None = None) -> None:
     """Run both families and print the throughput and memory ratios."""
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=2, help="examples per step")
+    p.add_argument("--loss", action="append", choices=("symmpo", "dpo"), help="prefopt loss (default both)")
     args = p.parse_args(argv)
     n = common.repeats(args)
-    runs = [run_family(f, args, n) for f in common.families(args)]
-    ratios = common.family_ratios(
-        "symmpo",
-        runs,
-        [
-            ("tokens_per_s", "prefopt / TRL DPO tokens per second", ">= 1.0 (aim 1.3)"),
-            ("tokens_per_cpu_s", "prefopt / TRL DPO tokens per CPU second", "report"),
-        ],
-        baseline="TRL DPO",
-    )
+    ratios, runs = [], []
+    for loss in args.loss or ["dpo", "symmpo"]:
+        rows = [run_family(f, args, n, loss) for f in common.families(args)]
+        goal = ">= 1.3" if loss == "dpo" else "report"
+        ratios += common.family_ratios(
+            f"{loss}",
+            rows,
+            [
+                ("examples_per_s", "prefopt / TRL DPO examples per second (cached reference)", goal),
+                ("examples_per_s_cache_charged", "prefopt / TRL DPO examples/s, cache build charged to 1 epoch",
+                 "report"),
+                ("tokens_per_s", "prefopt / TRL DPO tokens per second", "report"),
+            ],
+            baseline="TRL DPO",
+        )
+        runs += rows
+    for fam in common.families(args):
+        by = {r["loss"]: r for r in runs if r["family"] == fam}
+        if {"dpo", "symmpo"} <= set(by):
+            # cost per example = 1 / examples per second; linear in sequences would be 5/2 = 2.5
+            ratio = by["dpo"]["examples_per_s"]["prefopt"]["median"] / by["symmpo"]["examples_per_s"]["prefopt"]["median"]
+            ratios.append((f"symmpo {fam}: SymMPO / DPO cost per example", ratio, "<= 2.5 (5/2 sequences)"))
     common.emit(
         "symmpo", {"config": args.config, "device": args.device, "dtype": args.dtype, "runs": runs}, ratios
     )

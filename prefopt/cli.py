@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # one INFO line per judge request would drown the progress bars
         for noisy in ("httpx", "httpx2", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        from prefopt.training.quiet import quiet_known_warnings
+
+        quiet_known_warnings()
+    from prefopt.training.quiet import main_process_logging
+
+    main_process_logging()  # under DDP only rank 0 logs INFO and warnings; the other ranks log errors
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

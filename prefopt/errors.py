@@ -8,7 +8,7 @@ class PrefoptError(Exception):
 
 
 class DataError(PrefoptError, ValueError):
-    """A dataset file or row that cannot be used; the message names the file and the row."""
+    """A dataset file or row that cannot be used; the message names the file and the (1-based) row."""
 
     def __init__(self, message: str, *, path: str | None = None, row: int | None = None):
         where = ""
@@ -20,6 +20,7 @@ class DataError(PrefoptError, ValueError):
         super().__init__(where + message)
         self.path = path
         self.row = row
+        self.reason = message  # the message without the "path, row N: " prefix
 
 
 class ImageError(DataError):

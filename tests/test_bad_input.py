@@ -2,7 +2,7 @@
 
 Every case goes through the real CLI (``prefopt.cli.main``) and must end with exit status 2 and ONE line
 on stderr, ``prefopt <cmd>: error: ...``, that names the culprit (file, row, key or argument) — never a
-traceback. The SymMPO command reads its data before loading a model, so most data cases use it; GRPO and
+traceback. Row numbers are 1-based (the first data row is row 1). The SymMPO command reads its data before loading a model, so most data cases use it; GRPO and
 checkpoint cases load the tiny Qwen2.5-VL checkpoint first.
 """
 
@@ -143,20 +143,20 @@ def test_empty_response(world, tmp_path, capsys):
     rows = preference_rows(world)
     rows.loc[2, "resp_1_w"] = "   "
     data = write_parquet(rows, tmp_path / "empty.parquet")
-    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 2", "empty")
+    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 3", "empty")
 
 
 def test_chosen_equals_rejected(world, tmp_path, capsys):
     rows = preference_rows(world)
     rows.loc[1, "resp_1_l"] = rows.loc[1, "resp_1_w"]
     data = write_parquet(rows, tmp_path / "same.parquet")
-    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 1", "chosen", "rejected")
+    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 2", "chosen", "rejected")
 
 
 def test_missing_field(world, tmp_path, capsys):
     rows = preference_rows(world).drop(columns=["question"])
     data = write_parquet(rows, tmp_path / "noquestion.parquet")
-    fail(symmpo(world, tmp_path, "data.format=symmpo", data=data), capsys, str(data), "row 0", "'question'")
+    fail(symmpo(world, tmp_path, "data.format=symmpo", data=data), capsys, str(data), "rows 1, 2", "'question'")
 
 
 def test_truncated_json(world, tmp_path, tiny_qwen_dir, capsys):
@@ -174,7 +174,7 @@ def test_bad_problem_type(world, tmp_path, tiny_qwen_dir, capsys):
     rows[3]["problem_type"] = "essay"
     data = tmp_path / "ptype.json"
     data.write_text(json.dumps(rows))
-    fail(grpo(tiny_qwen_dir, world, tmp_path, data=data), capsys, str(data), "row 3", "'essay'")
+    fail(grpo(tiny_qwen_dir, world, tmp_path, data=data), capsys, str(data), "row 4", "'essay'")
 
 
 @pytest.mark.parametrize(
@@ -199,7 +199,7 @@ def test_out_of_range_box(world, tmp_path, tiny_qwen_dir, capsys, box, why):
         "rollout=grounded",
         data=data,
     )
-    fail(argv, capsys, str(data), "row 1", "bboxs[0]", why)
+    fail(argv, capsys, str(data), "row 2", "bboxs[0]", why)
 
 
 # ---- images --------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_missing_image(world, tmp_path, capsys):
     rows = preference_rows(world)
     rows.loc[3, "image_1"] = "images/not_there.png"
     data = write_parquet(rows, tmp_path / "noimage.parquet")
-    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 3", "not_there.png", "not found")
+    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 4", "not_there.png", "not found")
 
 
 def test_corrupt_image(world, tmp_path, tiny_qwen_dir, capsys):
@@ -230,7 +230,7 @@ def test_image_outside_root(world, tmp_path, capsys):
     rows = preference_rows(world)
     rows.loc[2, "image_2"] = "../../etc/passwd"
     data = write_parquet(rows, tmp_path / "escape.parquet")
-    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 2", "escapes the image root")
+    fail(symmpo(world, tmp_path, data=data), capsys, str(data), "row 3", "escapes the image root")
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------

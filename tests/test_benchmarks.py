@@ -29,8 +29,9 @@ def keep_threads():
 
 CASES = {
     "ntk_kernel": ["--case", "tiny"],
-    "grpo_step": ["--batch", "2", "--group", "2", "--completion", "40"],
-    "symmpo_throughput": [],
+    "grpo_step": ["--batch", "2", "--group", "2", "--completion", "40", "--judge-latency", "0.1"],
+    "symmpo_throughput": ["--loss", "dpo"],
+    "vision_share": [],
     "resample_bench": [],
     "select_bench": ["--k", "8", "--tokens", "4"],
 }
@@ -82,3 +83,15 @@ def test_run_all_table_marks_goals():
     assert "--quick" in run_all.script_args(quick, "grpo") and "--case" not in run_all.script_args(
         quick, "grpo"
     )
+
+
+def test_ntk_training_path_rows_run_in_fresh_processes(capsys, keep_threads):
+    """Every (tokens, side) row is its own process; the ratios are finite (their sign is timing noise here)."""
+    from benchmarks import ntk_training_path
+
+    ntk_training_path.main(["--repeats", "1", "--tokens", "32", "--d", "16", "--vocab", "200"])
+    out = capsys.readouterr().out.splitlines()
+    result = json.loads(next(line for line in out if line.startswith("RESULT "))[len("RESULT ") :])
+    assert {(r["tokens"], r["side"]) for r in result["rows"]} == {(32, "head"), (32, "fused"), (32, "recompute")}
+    assert all(r["maxrss_mib"] > 0 for r in result["rows"])
+    assert all(math.isfinite(r["value"]) for r in result["ratios"])

@@ -82,10 +82,10 @@ def test_render_problem():
 def test_video_r1_bad_rows(tmp_path, root):
     rows = [dict(VIDEO_R1[0]), dict(VIDEO_R1[0])]
     del rows[1]["solution"]
-    with pytest.raises(DataError, match=r"rl\.json, row 1: missing field 'solution'"):
+    with pytest.raises(DataError, match=r"rl\.json, row 2: missing field 'solution'"):
         read_video_r1(_json(tmp_path / "rl.json", rows), image_root=root)
     rows[1] = dict(VIDEO_R1[0], problem_type="essay")
-    with pytest.raises(DataError, match=r"row 1: field 'problem_type' is 'essay'"):
+    with pytest.raises(DataError, match=r"row 2: field 'problem_type' is 'essay'"):
         read_video_r1(_json(tmp_path / "rl2.json", rows), image_root=root)
 
 
@@ -129,16 +129,16 @@ def test_llava_conversations(tmp_path, root):
 ])
 def test_llava_bad_rows(tmp_path, root, bad, message):
     path = _json(tmp_path / "sft.json", [LLAVA[0], LLAVA[1], bad])
-    with pytest.raises(DataError, match=r"sft\.json, row 2: .*" + message):
+    with pytest.raises(DataError, match=r"sft\.json, row 3: .*" + message):
         read_llava_conversations(path, image_root=root)
 
 
 def test_media_errors_name_row_and_path(tmp_path, root):
     rows = [LLAVA[0], dict(LLAVA[0], image="img/nope.png")]
-    with pytest.raises(ImageError, match=r"sft\.json, row 1: field 'image': image file not found: .*nope\.png"):
+    with pytest.raises(ImageError, match=r"sft\.json, row 2: field 'image': image file not found: .*nope\.png"):
         read_llava_conversations(_json(tmp_path / "sft.json", rows), image_root=root)
     rows[1] = dict(LLAVA[0], image="../secret.png")
-    with pytest.raises(ImageError, match=r"row 1: .*escapes the image root"):
+    with pytest.raises(ImageError, match=r"row 2: .*escapes the image root"):
         read_llava_conversations(_json(tmp_path / "sft.json", rows), image_root=root)
 
 
@@ -170,7 +170,7 @@ def test_viscot(tmp_path, root):
 
 def test_viscot_bad_box(tmp_path, root):
     rows = [VISCOT[0], dict(VISCOT[0], bboxs=[[1, 2, 3]])]
-    with pytest.raises(DataError, match=r"viscot\.jsonl, row 1: bboxs\[0\] must be"):
+    with pytest.raises(DataError, match=r"viscot\.jsonl, row 2: bboxs\[0\] must be"):
         read_viscot_jsonl(_jsonl(tmp_path / "viscot.jsonl", rows), image_root=root)
 
 
@@ -239,7 +239,7 @@ def test_symmpo_missing_field(tmp_path, root):
     frame = _symmpo_frame(root)
     frame.loc[1, "resp_1_l"] = None
     frame.to_parquet(tmp_path / "symmpo.parquet")
-    with pytest.raises(DataError, match=r"symmpo\.parquet, row 1: missing field 'resp_1_l'"):
+    with pytest.raises(DataError, match=r"symmpo\.parquet, row 2: missing field 'resp_1_l'"):
         read_symmpo_parquet(tmp_path / "symmpo.parquet", image_root=root)
 
 
@@ -263,10 +263,10 @@ def test_preference_dataset_layouts(tmp_path, root):
 def test_preference_dataset_errors(tmp_path, root):
     rows = [{"question": "q", "chosen": "c", "rejected": "r", "image": "img/a.png"},
             {"chosen": "c", "rejected": "r", "image": "img/a.png"}]
-    with pytest.raises(DataError, match=r"row 1: missing field 'question' or 'prompt'"):
+    with pytest.raises(DataError, match=r"row 2: missing field 'question' or 'prompt'"):
         read_preference_dataset(_jsonl(tmp_path / "p.jsonl", rows), image_root=root)
     rows[1] = {"question": "q", "chosen": "c", "rejected": "r", "images": ["img/a.png", "img/b.png"]}
-    with pytest.raises(DataError, match=r"row 1: field 'images' must hold exactly one image, got 2"):
+    with pytest.raises(DataError, match=r"row 2: field 'images' must hold exactly one image, got 2"):
         read_preference_dataset(_jsonl(tmp_path / "p2.jsonl", rows), image_root=root)
 
 
@@ -331,7 +331,7 @@ def test_video_r1_sft(tmp_path, root):
     assert [m["role"] for m in record.messages] == ["user", "assistant"]
     assert message_text(record.messages[1]) == "<think>red</think><answer>A</answer>"
     assert record.extra["solution"] == "<answer>A</answer>" and "process_and_answer" not in record.extra
-    with pytest.raises(DataError, match=r"row 0: missing field 'process_and_answer'"):
+    with pytest.raises(DataError, match=r"row 1: missing field 'process_and_answer'"):
         read_dataset(_json(tmp_path / "rl.json", VIDEO_R1[:1]), format="video_r1_sft", image_root=root)
 
 

@@ -125,10 +125,10 @@ def test_validation_names_the_row_and_the_loss():
     examples = _examples(3)
     examples[1].contrastive_chosen = None
     examples[2].contrastive_image = None
-    with pytest.raises(DataError, match=r"data.parquet, row 1: no contrastive_chosen.*'symmpo'.*mdpo"):
+    with pytest.raises(DataError, match=r"data.parquet, row 2: no contrastive_chosen.*'symmpo'.*mdpo"):
         validate_examples(examples, loss_keys("symmpo"), "symmpo", ContrastiveImages(examples, "corrupt"),
                           path="data.parquet")
-    with pytest.raises(DataError, match=r"row 2: no contrastive image.*contrastive: similar"):
+    with pytest.raises(DataError, match=r"row 3: no contrastive image.*contrastive: similar"):
         validate_examples(examples, loss_keys("mdpo"), "mdpo", ContrastiveImages(examples, "none"), path="d.json")
     validate_examples(examples, loss_keys("dpo"), "dpo", ContrastiveImages(examples, "none"))
     built = ContrastiveImages(examples, "similar")

@@ -172,7 +172,7 @@ def test_symmpo_without_contrastive_answer_is_a_clear_error(
 ):
     assert _run("qwen2_5_vl", tiny_qwen_dir, preference_parquet, tmp_path / "x", "contrastive=similar") == 2
     err = capsys.readouterr().err
-    assert "row 0" in err and "contrastive_chosen" in err and "--loss mdpo" in err
+    assert "rows 1, 2, 3" in err and "contrastive_chosen" in err and "--loss mdpo" in err
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,8 @@ def test_aspect_ratio_rejection_at_200():
     assert ok.reason == "ok" and ok.crop_box == pytest.approx((0, 0, 3998, 20))
     # a 1 x 100 sliver in a big image is grown to 28 x 100 first, so it is kept (ratio 3.6)
     grown = grounded.locate("<box>[50,0,51,100]</box>", (1000, 1000), (1000, 1000))
-    assert grown.reason == "ok" and grown.crop_box == pytest.approx((36.5, 0, 64.5, 100))
+    # whole pixels: x [50, 51] needs 27 more, 13 left and 14 right -> [37, 65]
+    assert grown.reason == "ok" and grown.crop_box == (37, 0, 65, 100)
     assert grounded.aspect_ratio((0, 0, 10, 0)) == float("inf")
 
 

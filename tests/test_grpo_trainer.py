@@ -302,3 +302,36 @@ def test_limit_pixels_caps_budgeted_processors_only(tiny_model_dirs):
     length = llava.encode_prompts(messages, images)["input_ids"].shape
     assert not limit_pixels(llava.processor, 4 * 56 * 56)
     assert llava.encode_prompts(messages, images)["input_ids"].shape == length
+
+
+def test_cli_grpo_hidden_ntk_and_kl_clamp_at_the_seed_layout(tiny_qwen_dir, tmp_path, scripted_policy, monkeypatch):
+    """Issue 16 items 6 and 8 end to end: micro-batches of G copies of one prompt, as the GWYS recipe lays them out.
+
+    The hidden proxy finds its peers in the feature bank (step 1: none, step 2: one, a lone peer gives 0; step 3:
+    two, a non-zero loss), and the seed's KL clamp reaches TRL's loss through the reference log-probs.
+    """
+    import prefopt.grpo.kl as kl
+
+    calls = []
+    original = kl.clamped_reference
+
+    def spy(logps, ref, clamp):
+        calls.append((tuple(logps.shape), logps.requires_grad, clamp))
+        return original(logps, ref, clamp)
+
+    monkeypatch.setattr(kl, "clamped_reference", spy)
+    data = write_prompts(tmp_path)
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "grpo", "--config", "recipes/tiny/qwen_grpo.yaml", f"model.name_or_path={tiny_qwen_dir}",
+            f"data.path={data}", f"data.image_root={tmp_path}", "rewards.caption=false", "ntk.mode=hidden",
+            "training.num_generations=4", "training.per_device_train_batch_size=4", "training.max_steps=3",
+            "training.beta=0.04", "training.save_steps=100", f"training.output_dir={out}",
+        ]
+    )
+    assert rc == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [row["ntk/loss"] for row in history if "ntk/loss" in row]
+    assert losses[:2] == [0.0, 0.0] and losses[2] > 0.0
+    assert len(calls) == 3 and all(grad and clamp == 10.0 for _, grad, clamp in calls)

@@ -204,11 +204,11 @@ def test_caption_reward_reads_question_from_prompt_without_problem_column():
         reward = CaptionReward(_client(server))
         got = reward([prompt], ["<caption>a pear</caption><answer>B</answer>"], ["B"], ["multiple choice"])
     assert got == [1.0]
-    assert "Question: Which fruit?" in seen[0] and "a pear" in seen[0]
+    assert "Question:\n Which fruit?" in seen[0] and "a pear" in seen[0]
 
 
 def test_judge_prompt_layout():
-    text = judge_prompt("a red apple", "What fruit?", "multiple choice", ["A. apple", "B. pear"])
+    text = judge_prompt("a red apple", "What fruit?", "multiple choice", ["A. apple", "B. pear"], "prefopt")
     assert text.startswith(
         "Image description: a red apple\n\nQuestion: What fruit?\nOptions:\nA. apple\nB. pear\n"
     )

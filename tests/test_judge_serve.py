@@ -85,6 +85,7 @@ def test_caption_reward_through_transformers_serve(served_tiny_qwen, monkeypatch
         model=model,
         api_key_env="PREFOPT_SERVE_KEY",
         max_tokens=12,
+        temperature=0.0,
         timeout=60.0,
         max_retries=1,
         backoff=0.5,

@@ -93,7 +93,7 @@ def test_generate_plain_and_bad_input(tmp_path, tiny_qwen_dir, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "question": "ok"}\n{"id": 2, "question": ""}\n')
     assert cli.main(["generate", "--model", str(tiny_qwen_dir), "--data", str(bad), "--out", str(out)]) == 2
-    assert "bad.jsonl, row 1" in capsys.readouterr().err
+    assert "bad.jsonl, row 2" in capsys.readouterr().err
     # --reverse on a model without the tags says what to do.
     assert cli.main(["generate", "--model", str(tiny_qwen_dir), "--data", str(questions), "--out",
                      str(tmp_path / "r.jsonl"), "--reverse"]) == 2

@@ -20,7 +20,7 @@ from prefopt.rewards.answers import accuracy_reward, mra, option_letter, score
         ("<answer></answer>", "<answer>B</answer>", "multiple choice", 0.0),  # empty answer
         ("<answer>A</answer><answer>B</answer>", "<answer>B</answer>", "multiple choice", 1.0),  # last counts
         ("<answer>B</answer> then <answer>A</answer>", "<answer>B</answer>", "multiple choice", 0.0),
-        ("B", "B", "multiple choice", 1.0),  # no tags: the whole text
+        ("B", "B", "multiple choice", 0.0),  # no complete <answer> tag: no accuracy reward (SPEC 1.2)
         # numerical
         ("<answer>3</answer>", "<answer>3</answer>", "numerical", 1.0),
         ("<answer>3.0</answer>", "<answer>3</answer>", "numerical", 0.0),  # decimal vs integer

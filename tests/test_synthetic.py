@@ -142,3 +142,21 @@ def test_make_data_is_deterministic(world, tmp_path):
 def test_make_data_rejects_bad_noise(tmp_path, capsys):
     assert main(["make-data", "--out", str(tmp_path), "--noise", "1.5"]) == 2
     assert "--noise" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_make_data_any_size_works(tmp_path, seed):
+    """Issue 21 item 6: one training scene (whose objects the POPE "popular" ranking is counted from) and 112
+    GRPO prompts once crashed with StopIteration; every requested size now writes a full world."""
+    assert main(["make-data", "--out", str(tmp_path), "--train", "1", "--grpo", "112", "--preference", "1",
+                 "--eval", "6", "--seed", str(seed)]) == 0
+    pope = [json.loads(line) for line in (tmp_path / "pope.jsonl").read_text().splitlines()]
+    assert len(pope) == 6 * 6 and len(json.loads((tmp_path / "grpo.json").read_text())) == 112
+    for r in pope:
+        if r["category"] == "popular" and r["label"] == "no":
+            assert syn.mentioned_objects(r["text"])[0] in syn.OBJECTS
+
+
+def test_make_data_refuses_a_zero_size(tmp_path, capsys):
+    assert main(["make-data", "--out", str(tmp_path), "--grpo", "0"]) == 2
+    assert "--grpo must be at least 1" in capsys.readouterr().err

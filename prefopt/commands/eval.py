@@ -104,7 +104,10 @@ def _judge_config(args: argparse.Namespace):
 
     if not args.judge_model:
         raise PrefoptError("--judge-url needs --judge-model")
-    return JudgeConfig(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_api_key_env)
+    # benchmark judges decode greedily, as their official scripts ask (the caption reward leaves it to the provider)
+    return JudgeConfig(
+        base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_api_key_env, temperature=0.0
+    )
 
 
 def run(args: argparse.Namespace) -> int:

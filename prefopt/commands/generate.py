@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="batch size without --reverse")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video-frames", type=int, default=8, help="frames sampled per video")
+    parser.add_argument("--overlong", choices=("refuse", "truncate"), default="refuse",
+                        help="prompts longer than the model's positions minus --max-new-tokens: refuse (stop, "
+                             "naming the row; default) or truncate (skip them, counted)")
     rev = parser.add_argument_group("REVERSE retrospective resampling")
     rev.add_argument("--reverse", action="store_true", help="verify phrases and resample flagged ones")
     rev.add_argument("--tau", type=float, default=0.003, help="flag when p(</UN>) > tau [0.003; 0.5 yes/no; 0.01 Qwen]")
@@ -60,7 +63,7 @@ def _simple_rows(rows: Any, data_path: Path, image_root: str | None) -> list[dic
     for i, row in enumerate(rows):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
-            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i)
+            raise DataError("field 'question' must be a non-empty string", path=str(data_path), row=i + 1)
         image = row.get("image")
         images = [resolve_media_path(image, root)] if image else []
         row_id = row.get("id")
@@ -101,7 +104,7 @@ def load_items(data: str, image_root: str | None = None) -> list[dict[str, Any]]
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item["id"] in seen:
-            raise DataError(f"id {item['id']!r} appears twice (resuming needs unique ids)", path=data, row=i)
+            raise DataError(f"id {item['id']!r} appears twice (resuming needs unique ids)", path=data, row=i + 1)
         seen.add(item["id"])
     return items
 
@@ -172,6 +175,28 @@ def _sampler(adapter: Any, args: argparse.Namespace) -> Any:
     return RetrospectiveSampler(adapter, cfg)
 
 
+def _check_lengths(adapter: Any, todo: list[dict[str, Any]], items: list[dict[str, Any]],
+                   args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``todo`` without the prompts too long for the model (``--overlong truncate``), or stop at the first."""
+    from prefopt.data.bad_rows import BadRows
+    from prefopt.data.lengths import length_check, max_positions_of
+
+    check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), args.max_new_tokens,
+                         args.overlong, option="--overlong")
+    if check is None:
+        return todo
+    tracker = BadRows(args.data, max_fraction=0.999, key="--overlong")
+    position = {id(it): i for i, it in enumerate(items)}
+    tracker.total, tracker.rows = len(items), [position[id(it)] for it in todo]
+    kept = tracker.screen(todo, check)
+    if tracker.count:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: %d over-long prompts skipped: %s", args.data, tracker.count,
+                                            tracker.grouped())
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -188,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     adapter = load_adapter(args.model, family=args.family, dtype=args.dtype)
     adapter.model.eval()
+    todo = _check_lengths(adapter, todo, items, args)
     sampler = _sampler(adapter, args) if args.reverse else None
     out.parent.mkdir(parents=True, exist_ok=True)
     _drop_partial_line(out)

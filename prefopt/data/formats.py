@@ -2,7 +2,8 @@
 
 Each reader loads a file (JSON, JSONL, parquet) or a hub dataset through ``datasets``, validates every
 row and returns records from :mod:`prefopt.data.schema`. A bad row raises :class:`DataError` naming the
-file, the row (0-based, like ``dataset[row]``) and the field; every image a row names is checked to
+file, the row (1-based: the first data row is row 1) and the field (inside
+:func:`prefopt.data.bad_rows.tolerate` it is recorded and skipped instead); every image a row names is checked to
 exist under ``image_root`` but is not decoded (records keep resolved paths or raw bytes; decode with
 :func:`prefopt.data.images.load_image`).
 
@@ -57,7 +58,7 @@ class _Row:
         self.data, self.source, self.index, self.root = data, source, index, root
 
     def error(self, message: str) -> DataError:
-        return DataError(message, path=self.source, row=self.index)
+        return DataError(message, path=self.source, row=self.index + 1)
 
     def get(self, key: str, types: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
         """Field ``key`` checked against ``types``; missing (absent or null) is an error if ``required``."""
@@ -98,11 +99,11 @@ class _Row:
         try:
             resolved = resolve_media_path(value, self.root)
         except ImageError as exc:
-            raise ImageError(f"field {key!r}: {exc}", path=self.source, row=self.index) from exc
+            raise ImageError(f"field {key!r}: {exc}", path=self.source, row=self.index + 1) from exc
         if not os.path.isfile(resolved):
             where = f" under image root {os.fspath(self.root)!r}" if self.root is not None else ""
             raise ImageError(f"field {key!r}: {kind} file not found: {resolved}{where}",
-                             path=self.source, row=self.index)
+                             path=self.source, row=self.index + 1)
         return resolved
 
     def media_list(self, key: str, kind: str = "image", required: bool = False) -> list:
@@ -127,13 +128,25 @@ class _Row:
 
 
 def _parse(rows: Rows, parse_row: Callable[[_Row], Any], root: Root, desc: str) -> list:
-    """Apply ``parse_row`` to every row, with a progress bar on big files."""
-    out = []
+    """Apply ``parse_row`` to every row, with a progress bar on big files (bad rows skipped when tolerated)."""
+    from prefopt.data import bad_rows
+
+    tracker = bad_rows.active()
+    out, kept = [], []
     show = len(rows) >= 5000
     for i, data in enumerate(tqdm(rows, total=len(rows), desc=desc, disable=not show)):
-        if not isinstance(data, dict):
-            raise DataError(f"expected an object, got {type(data).__name__}", path=rows.source, row=i)
-        out.append(parse_row(_Row(data, rows.source, i, root)))
+        try:
+            if not isinstance(data, dict):
+                raise DataError(f"expected an object, got {type(data).__name__}", path=rows.source, row=i + 1)
+            out.append(parse_row(_Row(data, rows.source, i, root)))
+        except DataError as err:
+            if tracker is None:
+                raise
+            tracker.record(i, err)
+            continue
+        kept.append(i)
+    if tracker is not None:
+        tracker.parsed(len(rows), kept)
     return out
 
 

@@ -7,7 +7,7 @@ files are therefore checked line by line first, and JSON files are checked with 
 syntax error names its line and column. Rows come back with image columns undecoded, as
 ``{"bytes", "path"}`` dicts.
 
-Row numbers in errors count from 0, like ``dataset[row]``; JSON syntax errors name the 1-based line.
+Row numbers in errors count from 1 (the first data row is row 1); JSON syntax errors name the 1-based line.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _rows_of(value: Any, path: Path) -> list[dict[str, Any]]:
         raise DataError(f"expected a JSON list of objects, found a {type(value).__name__}", path=str(path))
     for i, row in enumerate(value):
         if not isinstance(row, dict):
-            raise DataError(f"expected a JSON object, found a {type(row).__name__}", path=str(path), row=i)
+            raise DataError(f"expected a JSON object, found a {type(row).__name__}", path=str(path), row=i + 1)
     return value
 
 

@@ -274,7 +274,9 @@ def _preference_rows(scenes: list[Scene], out: Path, rng: random.Random) -> list
 
 
 def _pope_rows(scenes: list[Scene], out: Path, rng: random.Random, counts: Counter) -> list[dict]:
-    popular = [name for name, _ in counts.most_common()]
+    # Objects the training scenes never showed rank last (count 0): with a small --train the counts can miss
+    # every absent object of a scene, and the "popular" pick must still find one.
+    popular = [name for name, _ in counts.most_common()] + [o for o in OBJECTS if o not in counts]
     rows = []
     for scene in scenes:
         rel = _save(scene, out)

@@ -1,6 +1,6 @@
 """The demo's caption judge: answers a question from an image description alone, served over HTTP.
 
-The caption reward sends ``Image description: <caption>\\n\\nQuestion: <question>`` plus the R1 answer
+The caption reward sends ``Visual description: <caption> Question: <question>`` plus the R1 answer
 instructions (:func:`prefopt.rewards.caption.judge_prompt`). On the shapes world a question is answerable
 from the description exactly (is the asked shape named in it?), so the judge is a rule
 (:func:`prefopt.data.synthetic.judge_answer`) rather than a language model; it is served by
@@ -15,7 +15,8 @@ from typing import Any
 
 from prefopt.data.synthetic import judge_answer
 
-_DESCRIPTION = re.compile(r"Image description:\s*(.*?)\s*Question:\s*(.*?)(?:\n|$)", re.S)
+# both caption-judge wordings: "Visual description:" (seed, the default) and "Image description:" (prefopt)
+_DESCRIPTION = re.compile(r"(?:Visual|Image) description:\s*(.*?)\s*Question:\s*(.*?)\s*(?:\n|$)", re.S)
 
 
 def _text(content: Any) -> str:

@@ -18,6 +18,8 @@ class DataSettings:
     image_root: str | None = None  # relative image paths resolve under it
     split: str = "train"  # for hub datasets
     max_examples: int | None = None  # keep the first N (smoke runs)
+    max_bad_fraction: float = 0.01  # bad rows (identical pairs, missing fields, corrupt images) skipped up to this
+    overlong: Literal["truncate", "refuse"] = "truncate"  # prompt + response over the positions: skip+count | stop
 
 
 @dataclass

@@ -25,9 +25,10 @@ from prefopt.dpo.collator import (
     KEY_PARTS,
     PreferenceCollator,
     PreferenceDataset,
+    screen_examples,
     sequence_logps,
     split_by_key,
-    validate_examples,
+    validate_examples,  # noqa: F401  (public name, kept importable here)
 )
 from prefopt.dpo.config import LossSettings, SymMPOConfig
 from prefopt.dpo.contrastive import ContrastiveImages
@@ -108,18 +109,46 @@ class SymMPOTrainer(ReliableTrainerMixin, Trainer):
         super().log(logs, start_time)
 
 
-def read_examples(config: SymMPOConfig) -> list[Any]:
-    """The preference records of ``config.data`` (first ``max_examples`` when set)."""
+def read_examples(config: SymMPOConfig, tracker: Any = None) -> list[Any]:
+    """The preference records of ``config.data`` (first ``max_examples`` when set); with a ``BadRows``
+    ``tracker`` bad rows are recorded there and skipped instead of raised."""
+    from prefopt.data.bad_rows import read_tolerant
     from prefopt.data.formats import read_dataset
 
     data = config.data
     if not data.path:
         raise DataError("data.path is empty: give a SymMPO parquet or a preference dataset")
     fmt = None if data.format == "auto" else data.format
-    examples = read_dataset(data.path, format=fmt, image_root=data.image_root, split=data.split)
+
+    def read() -> list[Any]:
+        return read_dataset(data.path, format=fmt, image_root=data.image_root, split=data.split)
+
+    examples = read_tolerant(tracker, read) if tracker is not None else read()
     if examples and not hasattr(examples[0], "chosen"):
         raise DataError(f"{data.path} is not preference data (it read as {type(examples[0]).__name__})")
+    if tracker is not None:
+        return tracker.truncate(examples, data.max_examples or None)
     return examples[: data.max_examples] if data.max_examples else examples
+
+
+def read_checked(config: SymMPOConfig, keys: Sequence[str]) -> tuple[list[Any], Any]:
+    """Examples fit for the loss ``keys``, bad rows skipped and counted (``data.max_bad_fraction``)."""
+    from prefopt.data.bad_rows import BadRows
+
+    tracker = BadRows(config.data.path, config.data.max_bad_fraction)
+    examples = read_examples(config, tracker)
+    mode = config.contrastive if any(KEY_PARTS[k][0] == "contrastive_image" for k in keys) else "none"
+    examples = screen_examples(examples, keys, config.loss.name, mode, tracker)
+    from prefopt.data.lengths import model_length_check
+
+    check = model_length_check(config.model.name_or_path, 0, config.data.overlong, "prompt + response",
+                               config.model.trust_remote_code)
+    if check is not None:
+        examples = tracker.screen(examples, check)
+    tracker.check()
+    if not examples:
+        raise DataError("no preference pairs to train on", path=config.data.path)
+    return examples, tracker
 
 
 def _fingerprint_parts(config: SymMPOConfig, keys: Sequence[str], n_rows: int) -> dict[str, Any]:
@@ -230,11 +259,10 @@ def train(config: SymMPOConfig) -> Path:
     )
 
     keys = loss_keys(config.loss.name)
-    examples = read_examples(config)
+    examples, tracker = read_checked(config, keys)
     if not any(KEY_PARTS[k][0] == "contrastive_image" for k in keys):
         config.contrastive = "none"  # plain DPO never looks at m': do not embed or corrupt images for it
     contrastive = ContrastiveImages(examples, config.contrastive, config.contrastive_seed)
-    validate_examples(examples, keys, config.loss.name, contrastive, path=config.data.path)
     logger.info("loss %s over sequences %s; %d examples", config.loss.name, ",".join(keys), len(examples))
     reference = precomputed_reference(config, examples, contrastive) if config.reference == "precomputed" else None
     args = training_arguments(config)
@@ -244,9 +272,11 @@ def train(config: SymMPOConfig) -> Path:
         ref_model = _online_reference_model(config, args.device)
     trainer = SymMPOTrainer(
         model=adapter.model, args=args, train_dataset=PreferenceDataset(examples, reference),
-        data_collator=PreferenceCollator(adapter, keys, contrastive), processing_class=adapter.processor,
+        data_collator=PreferenceCollator(adapter, keys, contrastive, skip_bad=True),
+        processing_class=adapter.processor,
         loss_settings=config.loss, ref_model=ref_model, reliability=config.reliability,
     )
+    trainer.data_report = tracker.summary()
     out = Path(args.output_dir)
     write_run_config(config, out)
     resume = last_checkpoint(out) if config.training.resume else None

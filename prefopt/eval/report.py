@@ -139,14 +139,27 @@ def markdown_table(table: dict) -> str:
 
 def bar_chart(table: dict, path: Path) -> Path:
     """A PNG with one panel per benchmark: overall metrics as grouped bars, 95 % intervals as error bars."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_bars(table)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw_bars(table: dict) -> Any:
+    """The figure of :func:`bar_chart` (each run one colour in every panel, one legend naming every run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     benches = list(dict.fromkeys(r["benchmark"] for r in table["rows"]))
     fig, axes = plt.subplots(1, len(benches), figsize=(max(5, 4.5 * len(benches)), 4), squeeze=False)
     width = 0.8 / max(1, len(table["runs"]))
+    # one fixed colour per run across every panel: the axis colour cycle would restart (or skip) per panel
+    colours = {name: f"C{k % 10}" for k, name in enumerate(table["runs"])}
     for ax, bench in zip(axes[0], benches, strict=True):
         rows = [r for r in table["rows"] if r["benchmark"] == bench and "/" not in r["metric"]]
         for k, name in enumerate(table["runs"]):
@@ -159,14 +172,15 @@ def bar_chart(table: dict, path: Path) -> Path:
                 ys.append(iv["value"])
                 err[0].append(max(0.0, iv["value"] - iv["ci_low"]))
                 err[1].append(max(0.0, iv["ci_high"] - iv["value"]))
-            ax.bar(xs, ys, width, yerr=err, capsize=3, label=name)
+            if xs:
+                ax.bar(xs, ys, width, yerr=err, capsize=3, label=name, color=colours[name])
         ax.set_xticks(range(len(rows)), [r["metric"] for r in rows], rotation=30, ha="right")
         ax.set_title(bench)
-    axes[0][0].legend(fontsize="small")
+    # one legend for the figure, listing every run (a panel may lack some runs)
+    handles = [Patch(facecolor=colours[name], label=name) for name in table["runs"]]
+    axes[0][-1].legend(handles=handles, fontsize="small", loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def compare_runs(

@@ -1,7 +1,11 @@
 """The GRPO recipe: model, LoRA, data, rewards, NTK regulariser, rollout strategy and TRL training fields.
 
 ``training:`` is passed through to TRL's ``GRPOConfig``: any of its fields may be set there; the defaults
-below are the seed runs' values (SPEC 1.6). ``rewards.judge`` holds the fields of
+below are the seed runs' values (SPEC 1.6), including the three TRL defaults the seeds differ from:
+``loss_type: grpo`` (per-sequence mean of token losses, then batch mean; TRL's default is ``dapo``) and
+``top_k: 50`` (transformers' sampling default, which the seeds' ``GenerationConfig`` kept; TRL's is 0 = off).
+``kl_clamp`` (top level, default 10) clamps ``log π_ref − log π_θ`` to ``[−10, 10]`` before the k3 KL as the
+seed trainers do; TRL has no such field, see :mod:`prefopt.grpo.kl`; ``null`` turns it off. ``rewards.judge`` holds the fields of
 ``prefopt.rewards.judge.JudgeConfig`` (the API key is read from the environment variable it names).
 """
 
@@ -31,6 +35,8 @@ class GRPODataSettings:
     image_root: str | None = None  # media paths are relative to this folder (None: paths as written)
     template: str = "four_stage"  # four_stage | r1 (SPEC 1.1) | grounded (SPEC 2)
     max_samples: int | None = None
+    max_bad_fraction: float = 0.01  # bad rows (missing fields, corrupt images) skipped up to this share
+    overlong: str = "truncate"  # prompts longer than the positions left for them: truncate (skip+count) | refuse
     video_frames: int = 16  # frames sampled per video (video rows need a video-capable family: Qwen2.5-VL)
     video_fps: float = 2.0
     video_max_pixels: int = 128 * 28 * 28  # per frame
@@ -44,6 +50,7 @@ class RewardSettings:
     format_weight: float = 0.1
     caption: bool = True
     caption_weight: float = 1.0
+    caption_prompt: str = "seed"  # seed: the released GWYS judge wording | prefopt: prefopt's rewording
     judge: dict[str, Any] = field(default_factory=dict)  # fields of prefopt.rewards.judge.JudgeConfig
 
 
@@ -57,6 +64,7 @@ class NTKSettings:
     temperature: float = 0.5
     weight: float = 0.01
     peers: int = 7  # hidden mode: peers of the same data type per example
+    bank_size: int = 64  # hidden mode: recent distinct prompts kept per data type as peers (never self-copies)
 
     def resolved_threshold(self) -> float:
         """The similarity threshold, defaulting by mode."""
@@ -126,6 +134,8 @@ def default_training() -> dict[str, Any]:
         "max_completion_length": 768,
         "temperature": 1.0,
         "top_p": 0.95,
+        "top_k": 50,  # the seeds' GenerationConfig kept transformers' default top-k 50 (TRL's default 0 = off)
+        "loss_type": "grpo",  # the seeds' per-sequence mean then batch mean (TRL's default: dapo)
         "per_device_train_batch_size": 8,
         "num_train_epochs": 1,
         "logging_steps": 1,
@@ -148,6 +158,7 @@ class GRPORecipe:
     rollout: str = "single"  # rollout strategy by name (prefopt.grpo.trainer.ROLLOUTS)
     grounded: GroundedSettings = field(default_factory=GroundedSettings)
     max_pixels: int | None = 401408  # SPEC 1.6; applied to processors that have it (Qwen2.5-VL)
+    kl_clamp: float | None = 10.0  # seed: clamp(log π_ref − log π_θ, ±10) before k3; None: TRL's unclamped KL
     vllm: VLLMSettings = field(default_factory=VLLMSettings)
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
@@ -166,8 +177,13 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
         )
     _validate_grounded(recipe, where)
     _validate_vllm(recipe, where)
+    _validate_kl_clamp(recipe, where)
     if recipe.ntk.mode not in NTK_MODES:
         raise ConfigError(f"{where}: ntk.mode must be one of {list(NTK_MODES)}, got {recipe.ntk.mode!r}")
+    if recipe.ntk.peers < 1 or recipe.ntk.bank_size < 0:
+        raise ConfigError(
+            f"{where}: ntk needs peers >= 1 and bank_size >= 0, got {recipe.ntk.peers} and {recipe.ntk.bank_size}"
+        )
     from trl import GRPOConfig
 
     known = {f.name for f in dataclasses.fields(GRPOConfig) if f.init}
@@ -178,6 +194,12 @@ def validate(recipe: GRPORecipe, where: str = "config") -> GRPORecipe:
             raise ConfigError(f"{where}: training.{key} is not a GRPOConfig field{_suggest(key, known)}")
     if recipe.rewards.caption:
         judge_config(recipe, where)
+        from prefopt.rewards.caption import PROMPTS
+
+        if recipe.rewards.caption_prompt not in PROMPTS:
+            raise ConfigError(
+                f"{where}: rewards.caption_prompt must be one of {list(PROMPTS)}, got {recipe.rewards.caption_prompt!r}"
+            )
     return recipe
 
 
@@ -199,6 +221,17 @@ def _validate_grounded(recipe: GRPORecipe, where: str) -> None:
     g = recipe.grounded
     if g.max_rounds < 1 or g.min_side < 1 or g.max_aspect <= 1:
         raise ConfigError(f"{where}: grounded needs max_rounds >= 1, min_side >= 1, max_aspect > 1, got {g}")
+
+
+def _validate_kl_clamp(recipe: GRPORecipe, where: str) -> None:
+    """A positive clamp, not combined with TRL options whose KL the reference-log-prob hook cannot reach."""
+    if recipe.kl_clamp is None:
+        return
+    if recipe.kl_clamp <= 0:
+        raise ConfigError(f"{where}: kl_clamp must be > 0 or null, got {recipe.kl_clamp}")
+    args = recipe.training_args()
+    if args.get("use_liger_kernel"):
+        raise ConfigError(f"{where}: kl_clamp works on TRL's own loss; set it null with the Liger loss")
 
 
 def _validate_vllm(recipe: GRPORecipe, where: str) -> None:

@@ -97,10 +97,30 @@ def build_dataset(examples: list[Any], template: str, max_samples: int | None = 
 
 def load_dataset_for_recipe(data: Any) -> Any:
     """The training dataset described by a recipe's ``data:`` section."""
+    return load_checked(data)[0]
+
+
+def load_checked(data: Any, extra_check: Any = None) -> tuple[Any, Any]:
+    """``(dataset, tracker)``: bad rows (missing fields, corrupt images, ...) skipped and counted in the
+    ``BadRows`` tracker, whose ``rows`` map each dataset row to its 0-based source row; more than
+    ``data.max_bad_fraction`` of bad rows stop with one line naming the file and the first rows."""
+    from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
+
     if not data.path:
         raise DataError("data.path is empty: give a Video-R1 / GWYS JSON file")
-    examples = read_prompt_examples(data.path, data.format, data.image_root)
-    return build_dataset(examples, data.template, data.max_samples)
+    tracker = BadRows(data.path, getattr(data, "max_bad_fraction", 0.01))
+    examples = read_tolerant(tracker, lambda: read_prompt_examples(data.path, data.format, data.image_root))
+    examples = tracker.truncate(examples, data.max_samples)
+
+    def check(example: Any) -> None:
+        check_images(example)
+        example_row(example, data.template)  # e.g. the grounded template's one-image rule
+        if extra_check is not None:
+            extra_check(example)  # e.g. the prompt-length check (prefopt.data.lengths)
+
+    examples = tracker.screen(examples, check)
+    tracker.check()
+    return build_dataset(examples, data.template), tracker
 
 
 def attach_videos(rows: list[dict[str, Any]], load_frames: Any) -> list[dict[str, Any]]:

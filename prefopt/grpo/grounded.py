@@ -6,6 +6,10 @@ clamped to the resized image, rescaled to the original image, grown to at least 
 rejected when its aspect ratio is ``>= max_aspect``, and cropped from the original image; the crop comes back
 in a new user turn. The loop stops at an answer or after ``max_rounds`` rounds.
 
+The crop box is whole pixels: the rescaled box is rounded outwards, kept inside the image, and grown about its
+centre to at least ``min(min_side, image side)`` pixels per side (shifted back inside when growing runs over a
+border), so the crop's pixel size is exactly the box's; the aspect check is made on that final box.
+
 Departures from the released code, on purpose: a box is also clamped at 0 (the released code only clamped the
 far edges, so a negative corner made PIL pad the crop with black), and a box grown to the minimum side is
 shifted back inside the image instead of running over its border. As in the released code, a round with no
@@ -118,14 +122,45 @@ def aspect_ratio(box: Box) -> float:
     return math.inf if min(w, h) <= 0 else max(w, h) / min(w, h)
 
 
-def pixel_box(box: Box) -> tuple[int, int, int, int]:
-    """Integer crop box covering ``box``: floor of the near corner, ceiling of the far one."""
-    return math.floor(box[0]), math.floor(box[1]), math.ceil(box[2]), math.ceil(box[3])
+#: Rescaling is exact only up to float error (1758 / 1764 * 1764 = 1758.0000000000002); rounding outwards past
+#: such noise would add a pixel row the image does not have.
+_ROUND_EPS = 1e-6
+
+
+def _fit(lo: int, hi: int, limit: int, min_side: float) -> tuple[int, int]:
+    """Integer ``[lo, hi]`` inside ``[0, limit]`` and at least ``min(min_side, limit)`` long."""
+    lo, hi = min(max(lo, 0), limit), min(max(hi, 0), limit)
+    need = min(math.ceil(min_side), limit)
+    if hi - lo < need:
+        extra = need - (hi - lo)
+        lo, hi = lo - extra // 2, hi + extra - extra // 2
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        if hi > limit:
+            lo, hi = lo - (hi - limit), limit
+    return lo, hi
+
+
+def pixel_box(
+    box: Box, image_size: tuple[int, int] | None = None, min_side: float = 0
+) -> tuple[int, int, int, int]:
+    """Integer crop box covering ``box``: floor of the near corner, ceiling of the far one.
+
+    With ``image_size`` ``(W, H)`` the box is also kept inside the image and each side is grown about its centre
+    to at least ``min(min_side, W or H)`` pixels, so that ``image.crop`` returns exactly the box's size.
+    """
+    x1, y1 = (math.floor(v + _ROUND_EPS) for v in box[:2])
+    x2, y2 = (math.ceil(v - _ROUND_EPS) for v in box[2:])
+    if image_size is None:
+        return x1, y1, x2, y2
+    x1, x2 = _fit(x1, x2, int(image_size[0]), min_side)
+    y1, y2 = _fit(y1, y2, int(image_size[1]), min_side)
+    return x1, y1, x2, y2
 
 
 def crop(image: Image.Image, box: Box) -> Image.Image:
-    """The pixels of ``image`` inside ``box`` (rounded outwards to whole pixels)."""
-    return image.crop(pixel_box(box))
+    """The pixels of ``image`` inside ``box`` (rounded outwards to whole pixels, kept inside the image)."""
+    return image.crop(pixel_box(box, image.size))
 
 
 @dataclass
@@ -133,7 +168,7 @@ class Region:
     """What one round asked for: the box in original coordinates, and the crop box (None when unusable)."""
 
     box: Box | None  # rescaled to the original image, before growing (what GIoU is measured on)
-    crop_box: Box | None
+    crop_box: tuple[int, int, int, int] | None  # whole pixels inside the image, each side >= min(28, side)
     reason: str  # "ok", "no_box" or "aspect"
 
 
@@ -144,15 +179,15 @@ def locate(
     min_side: float = MIN_SIDE,
     max_aspect: float = MAX_ASPECT,
 ) -> Region:
-    """Parse, rescale, grow and check the box of one round."""
+    """Parse, rescale, round to whole pixels inside the image, grow and check the box of one round."""
     raw = parse_box_tag(text)
     if raw is None:
         return Region(None, None, "no_box")
     box = rescale_box(raw, input_size, image_size)
-    grown = grow_to_min_side(box, image_size, min_side)
-    if aspect_ratio(grown) >= max_aspect:
+    final = pixel_box(box, image_size, min_side)
+    if aspect_ratio(final) >= max_aspect:
         return Region(box, None, "aspect")
-    return Region(box, grown, "ok")
+    return Region(box, final, "ok")
 
 
 def follow_up_message(region: Region) -> dict[str, Any]:
@@ -160,7 +195,7 @@ def follow_up_message(region: Region) -> dict[str, Any]:
     if region.crop_box is None:
         text = FOLLOW_UP_NO_BOX
     else:
-        text = FOLLOW_UP.format(box="[" + ",".join(str(v) for v in pixel_box(region.crop_box)) + "]")
+        text = FOLLOW_UP.format(box="[" + ",".join(str(v) for v in region.crop_box) + "]")
     return {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
 
 

@@ -12,10 +12,15 @@ Two feature modes:
   * :func:`kernel_vocab_chunks`: per vocabulary chunk c, ``G_i^c = (E - P)_cᵀ H_i`` for all samples
     (memory ``B · chunk · d``), accumulating ``K += G^c G^cᵀ``; about ``2·N·V·d + B²·V·d`` work.
 
-  Default temperature τ = 0.54 (the paper's threshold), weight 0.01.
+  Defaults: threshold τ = 0.54 (the paper's), InfoNCE temperature t = 0.5 (``ntk.temperature``, the value
+  the config and recipes use for both modes), weight 0.01.
 - ``hidden`` (the released code, a proxy): :func:`hidden_proxy_features` (mean last-layer hidden state
-  over non-pad prompt tokens) compared by :func:`peer_similarity` with 7 random peers of the same data
-  type; temperature 0.5, threshold 0.5, weight 0.01.
+  over non-pad prompt tokens) compared with 7 random peers of the same data type; temperature 0.5,
+  threshold 0.5, weight 0.01. The released code draws the peers from the whole dataset; a GRPO micro-batch
+  holds G copies of ONE prompt, so peers taken from the micro-batch would all be copies (cosine 1, a
+  constant loss with no gradient). :func:`bank_similarity` therefore draws them from the other prompts of
+  the batch and a :class:`FeatureBank` of recent prompts' features (detached, by data type), never from
+  copies of the same prompt (same prompt token ids). :func:`peer_similarity` is the within-batch draw.
 
 :func:`info_nce` turns a similarity matrix into the loss: pairs BELOW the threshold are positives
 (pulled together, i.e. the loss lowers their conflict), the rest negatives. All functions are pure and
@@ -24,13 +29,16 @@ differentiable; inputs are not modified.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import deque
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "fused_logps_and_gram",
     "gradient_kernel",
     "kernel_token_pairs",
     "kernel_vocab_chunks",
@@ -39,6 +47,9 @@ __all__ = [
     "info_nce",
     "hidden_proxy_features",
     "peer_similarity",
+    "bank_similarity",
+    "prompt_keys",
+    "FeatureBank",
     "GRADIENT_TEMPERATURE",
     "GRADIENT_THRESHOLD",
     "HIDDEN_TEMPERATURE",
@@ -47,7 +58,7 @@ __all__ = [
 ]
 
 GRADIENT_THRESHOLD = 0.54  # τ of the paper: gradient-cosine below it = positive pair
-GRADIENT_TEMPERATURE = 0.54
+GRADIENT_TEMPERATURE = 0.5  # InfoNCE temperature t (config and recipes); the paper's 0.54 is the threshold
 HIDDEN_THRESHOLD = 0.5  # released code
 HIDDEN_TEMPERATURE = 0.5
 NCE_WEIGHT = 0.01
@@ -277,3 +288,225 @@ def peer_similarity(
     unit = F.normalize(features, dim=-1)
     cos = unit @ unit.T
     return torch.where(drawn, cos, torch.full_like(cos, math.nan))
+
+
+def prompt_keys(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[str]:
+    """One key per row naming its prompt (a digest of the non-pad prompt token ids): copies share a key."""
+    keys = []
+    for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True):
+        kept = [t for t, m in zip(ids, mask, strict=True) if m]
+        keys.append(hashlib.sha1(repr(kept).encode()).hexdigest())
+    return keys
+
+
+class FeatureBank:
+    """The last ``size`` distinct prompts' proxy features per data type (detached), keyed by prompt."""
+
+    def __init__(self, size: int = 64):
+        if size < 0:
+            raise ValueError(f"bank size must be >= 0, got {size}")
+        self.size = size
+        self._by_type: dict[str, deque[tuple[str, torch.Tensor]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._by_type.values())
+
+    def entries(self) -> list[tuple[str, str, torch.Tensor]]:
+        """All stored ``(key, data_type, feature)`` triples, oldest first within a type."""
+        return [(key, kind, feat) for kind, q in self._by_type.items() for key, feat in q]
+
+    def add(self, key: str, data_type: str, feature: torch.Tensor) -> None:
+        """Store a prompt's feature (a newer feature of the same prompt replaces the older one)."""
+        if self.size == 0:
+            return
+        q = self._by_type.setdefault(data_type, deque())
+        for i, (old, _) in enumerate(q):
+            if old == key:
+                del q[i]
+                break
+        q.append((key, feature.detach()))
+        while len(q) > self.size:
+            q.popleft()
+
+
+def bank_similarity(
+    features: torch.Tensor,
+    keys: list[str],
+    data_types: list[str],
+    bank: FeatureBank | None = None,
+    peers: int = 7,
+    generator: torch.Generator | None = None,
+    update: bool = True,
+) -> torch.Tensor:
+    """Cosine similarity of each distinct prompt of the batch with up to ``peers`` OTHER prompts of its type.
+
+    ``features`` [B,d] with per-row prompt ``keys`` and ``data_types``. Candidates are the batch's other
+    distinct prompts (gradients flow on both sides) and the ``bank``'s entries (detached); a candidate with
+    the anchor's key (a copy of the same prompt) is never drawn. Returns a square [N,N] matrix over the
+    batch's distinct prompts (first rows, in order of first appearance) followed by the bank entries; rows
+    and pairs not compared are NaN, as :func:`info_nce` expects. With ``update`` the batch's distinct prompts
+    are stored in the bank afterwards.
+    """
+    B = features.shape[0]
+    if len(keys) != B or len(data_types) != B:
+        raise ValueError(f"got {len(keys)} keys and {len(data_types)} data types for {B} features")
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    rows = list(first.values())
+    stored = bank.entries() if bank is not None else []
+    all_keys = [keys[i] for i in rows] + [k for k, _, _ in stored]
+    all_types = [data_types[i] for i in rows] + [t for _, t, _ in stored]
+    parts = [features[rows]] + [f.to(features.device, features.dtype).unsqueeze(0) for _, _, f in stored]
+    feats = torch.cat(parts, dim=0)
+    U, N = len(rows), len(all_keys)
+    drawn = torch.zeros(N, N, dtype=torch.bool, device=features.device)
+    for i in range(U):
+        same = [j for j in range(N) if all_keys[j] != all_keys[i] and all_types[j] == all_types[i]]
+        if same:
+            order = torch.randperm(len(same), generator=generator)[:peers].tolist()
+            drawn[i, [same[k] for k in order]] = True
+    unit = F.normalize(feats, dim=-1)
+    cos = unit @ unit.T
+    sim = torch.where(drawn, cos, torch.full_like(cos, math.nan))
+    if update and bank is not None:
+        for i in rows:
+            bank.add(keys[i], data_types[i], features[i])
+    return sim
+
+
+# --- gradient mode inside the loss's own LM-head chunks ----------------------------------------------------
+#
+# The GRPO loss needs log softmax(W h_t / τ)[y_t] at every completion token; the gradient kernel needs the
+# same softmax rows. :func:`fused_logps_and_gram` computes both in ONE pass over vocabulary chunks of the
+# logits ``[N, c]``, with an online (running-max) normaliser: the token-pair terms
+# ``Q = P Pᵀ`` and ``A[t, s] = p_s[y_t]`` are accumulated unnormalised and rescaled when a row's maximum
+# grows, so nothing needs the full-vocabulary normaliser before the pass ends. The vocabulary-chunk route
+# (``G^c = (E - P)_cᵀ H``) cannot share the pass: it needs normalised probabilities inside a sum over
+# tokens, i.e. a second pass over the logits. Memory: one ``[N, c]`` chunk plus a few ``[N, N]`` matrices;
+# backward recomputes each chunk (no ``[N, V]`` tensor is kept).
+
+
+def _chunk_logits(hidden, weight, bias, v0: int, v1: int, temperature: float) -> torch.Tensor:
+    b = bias[v0:v1] if bias is not None else None
+    logits = F.linear(hidden.to(weight.dtype), weight[v0:v1], b)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits / temperature if temperature != 1.0 else logits
+
+
+class _FusedLogpsGram(torch.autograd.Function):
+    """Token log-probs, entropies and the LM-head gradient Gram matrix from one pass over vocabulary chunks."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, sample, weights, n_samples, temperature, chunk):  # type: ignore[override]
+        n, v = hidden.size(0), weight.size(0)
+        dev, f32 = hidden.device, torch.promote_types(hidden.dtype, torch.float32)
+        run_max = torch.full((n,), -math.inf, dtype=f32, device=dev)
+        run_sum = torch.zeros(n, dtype=f32, device=dev)
+        run_ez = torch.zeros(n, dtype=f32, device=dev)
+        q = torch.zeros(n, n, dtype=f32, device=dev)  # Σ_v e^{z_t - m_t} e^{z_s - m_s}
+        zy = torch.zeros(n, n, dtype=f32, device=dev)  # zy[t, s] = z_s[y_t] (raw logits)
+        for v0 in range(0, v, chunk):
+            v1 = min(v, v0 + chunk)
+            z = _chunk_logits(hidden, weight, bias, v0, v1, temperature)  # [N, c]
+            new_max = torch.maximum(run_max, z.amax(dim=1))
+            alpha = torch.exp(run_max - new_max)
+            e = torch.exp(z - new_max.unsqueeze(1))
+            run_sum = run_sum * alpha + e.sum(1)
+            run_ez = run_ez * alpha + (e * z).sum(1)
+            q.mul_(alpha.unsqueeze(1) * alpha.unsqueeze(0)).addmm_(e, e.T)
+            hit = ((targets >= v0) & (targets < v1)).nonzero(as_tuple=True)[0]
+            zy[hit] = z[:, targets[hit] - v0].T
+            run_max = new_max
+            del z, e
+        lse = run_max + torch.log(run_sum)
+        logps = zy.diagonal() - lse
+        entropy = lse - run_ez / run_sum
+        q.div_(run_sum.unsqueeze(1) * run_sum.unsqueeze(0))  # Q[t, s] = p_t · p_s
+        a = zy.sub_(lse.unsqueeze(0)).exp_()  # A[t, s] = p_s[y_t]
+        hm = hidden.to(f32) * weights.to(f32).unsqueeze(1)
+        resid = _residual_gram(targets, a, q)
+        s = F.one_hot(sample, n_samples).to(f32)
+        gram = s.T @ ((hm @ hm.T) * resid) @ s
+        ctx.save_for_backward(hidden, weight, bias, targets, sample, weights, lse, q, a)
+        ctx.temperature, ctx.chunk, ctx.n_samples = temperature, chunk, n_samples
+        ctx.mark_non_differentiable(entropy)
+        return logps, entropy, gram
+
+    @staticmethod
+    def backward(ctx, g_logps, _g_entropy, g_gram):  # type: ignore[override]
+        hidden, weight, bias, targets, sample, weights, lse, q, a = ctx.saved_tensors
+        tau, chunk = ctx.temperature, ctx.chunk
+        f32 = torch.promote_types(hidden.dtype, torch.float32)
+        n, v = hidden.size(0), weight.size(0)
+        g_logps = torch.zeros(n, dtype=f32, device=hidden.device) if g_logps is None else g_logps.to(f32)
+        hm = hidden.to(f32) * weights.to(f32).unsqueeze(1)
+        grad_h = torch.zeros(n, hidden.size(1), dtype=f32, device=hidden.device)
+        ps = torch.zeros(n, n, dtype=f32, device=hidden.device)
+        if g_gram is not None:
+            s = F.one_hot(sample, ctx.n_samples).to(f32)
+            omega = s @ g_gram.to(f32) @ s.T  # Ω[t, s] = Γ[b_t, b_s]
+            x = omega * _residual_gram(targets, a, q)  # dL/d(HmHmᵀ)
+            grad_h += ((x + x.T) @ hm) * weights.to(f32).unsqueeze(1)
+            psi = omega * (hm @ hm.T)  # dL/dR
+            ps = psi + psi.T
+        # softmax backward needs Σ_v dP·P per row; with dP = Ps (P - E) it is Σ_u Ps[s,u] (Q[u,s] - A[u,s])
+        c = (ps * q).sum(1) - (ps * a).sum(0)
+        need_w, need_b = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_w = torch.zeros(weight.shape, dtype=f32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=f32, device=bias.device) if need_b else None
+        rows = torch.arange(n, device=hidden.device)
+        for v0 in range(0, v, chunk):
+            v1 = min(v, v0 + chunk)
+            p = _chunk_logits(hidden, weight, bias, v0, v1, tau).sub_(lse.unsqueeze(1)).exp_()  # [N, c]
+            hit = (targets >= v0) & (targets < v1)
+            p_minus_e = p.clone()
+            p_minus_e[rows[hit], targets[hit] - v0] -= 1.0
+            dz = p * (ps @ p_minus_e - c.unsqueeze(1)) - g_logps.unsqueeze(1) * p_minus_e
+            if tau != 1.0:
+                dz.div_(tau)
+            dzw = dz.to(weight.dtype)
+            grad_h += (dzw @ weight[v0:v1]).to(f32)
+            if need_w:
+                grad_w[v0:v1] += dz.T @ hidden.to(f32)
+            if need_b:
+                grad_b[v0:v1] += dz.sum(0)
+            del p, p_minus_e, dz, dzw
+        return (grad_h.to(hidden.dtype), grad_w.to(weight.dtype) if need_w else None,
+                grad_b.to(bias.dtype) if need_b else None, None, None, None, None, None, None)
+
+
+def _residual_gram(targets: torch.Tensor, a: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``R = (E - P)(E - P)ᵀ = [y_t = y_s] - A - Aᵀ + Q`` ``[N, N]``."""
+    same = (targets.unsqueeze(1) == targets.unsqueeze(0)).to(q.dtype)
+    return same - a - a.T + q
+
+
+def fused_logps_and_gram(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    sample: torch.Tensor,
+    n_samples: int,
+    weights: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    budget: int = DEFAULT_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logps [N], entropy [N], K [B, B])`` for the ``N`` scored tokens of a batch, in one chunked pass.
+
+    ``hidden`` [N, d] are the LM head's inputs, ``weight`` [V, d] (+ ``bias`` [V]) the head, ``targets`` [N]
+    the predicted tokens, ``sample`` [N] each token's row in ``0..n_samples-1`` and ``weights`` [N] the
+    kernel's token mask (default 1). ``logps`` are ``log softmax((W h + b) / τ)[y]`` (float32, the loss's);
+    ``K`` is :func:`gradient_kernel` of the same tokens (exact, token-pair form); ``entropy`` carries no
+    gradient. Differentiable in ``hidden``, ``weight`` and ``bias``; the vocabulary is processed
+    ``budget // N`` columns at a time.
+    """
+    n = hidden.size(0)
+    if hidden.dim() != 2 or targets.shape != (n,) or sample.shape != (n,):
+        raise ValueError(f"hidden [N, d], targets [N], sample [N]; got {tuple(hidden.shape)}, "
+                         f"{tuple(targets.shape)}, {tuple(sample.shape)}")
+    weights = torch.ones(n, device=hidden.device) if weights is None else weights
+    chunk = max(1, min(weight.size(0), budget // max(1, n)))
+    return _FusedLogpsGram.apply(hidden, weight, bias, targets.long(), sample.long(), weights, int(n_samples),
+                                 float(temperature), int(chunk))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,18 +204,25 @@ def run_selection(
 ) -> dict[str, Path]:
     """Sample, score, rank by variance and write the kept subset for a GRPO recipe's data."""
     from prefopt.data.video import load_video_frames
-    from prefopt.grpo.data import load_dataset_for_recipe
+    from prefopt.grpo.data import load_checked
     from prefopt.grpo.trainer import build_reward_funcs
     from prefopt.training.common import prepare_policy
 
     if k < 2:
         raise PrefoptError(f"--k must be at least 2 (a variance needs two rewards), got {k}")
-    dataset = load_dataset_for_recipe(recipe.data)
-    rows_as_written = raw_rows(recipe.data.path)[: len(dataset)]
+    if not 0.0 < keep <= 1.0:  # checked before any sampling, not after it
+        raise PrefoptError(f"--keep must lie in (0, 1], got {keep}")
+    from prefopt.data.lengths import model_length_check
+
+    train = recipe.training_args()
+    check = model_length_check(recipe.model.name_or_path, int(train.get("max_completion_length") or 0),
+                               getattr(recipe.data, "overlong", "truncate"))
+    dataset, tracker = load_checked(recipe.data, check)  # before the model: bad data is reported in seconds
+    written = raw_rows(recipe.data.path)
+    rows_as_written = [written[i] for i in tracker.rows]  # bad rows were skipped: keep the two aligned
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora)
-    funcs, weights = build_reward_funcs(recipe)
-    train = recipe.training_args()
+    funcs, weights = build_reward_funcs(recipe, cache_root=str(out_dir))
     rows = [dataset[i] for i in range(len(dataset))]
     data = recipe.data
     responses = sample_responses(
@@ -234,4 +242,21 @@ def run_selection(
     rewards = [score_responses(funcs, weights, row, resp) for row, resp in zip(rows, responses, strict=True)]
     stats = reward_stats(rewards)
     kept, cut = select_by_variance(stats, keep)
-    return write_outputs(out_dir, rows_as_written, [r["id"] for r in rows], rewards, stats, kept, cut)
+    warn_if_flat(stats)
+    files = write_outputs(out_dir, rows_as_written, [r["id"] for r in rows], rewards, stats, kept, cut)
+    from prefopt.training.common import update_run_info
+
+    update_run_info(out_dir, data=tracker.summary(), zero_variance=sum(s["variance"] == 0 for s in stats))
+    return files
+
+
+def warn_if_flat(stats: Sequence[dict[str, float]]) -> bool:
+    """Warn (and return True) when every prompt's rewards have zero variance: the ranking is then by index."""
+    if not stats or any(s["variance"] > 0 for s in stats):
+        return False
+    logging.getLogger(__name__).warning(
+        "all %d prompts have zero reward variance (every sample of a prompt scored alike), so the prompts "
+        "are kept by their index, not by any signal; check the rewards (judge, answer format) or raise --k",
+        len(stats),
+    )
+    return True

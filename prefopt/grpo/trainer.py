@@ -4,10 +4,14 @@
 
 - rewards: accuracy + 0.1·format + caption (judge over an OpenAI-compatible API) as TRL reward functions
   with reward weights; TRL logs each one as ``rewards/<name>/mean``; judge counters are logged as ``judge/*``;
-- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5). The features come from TRL's own loss forward: a forward hook on
-  the language backbone captures the LM head's input hidden states, so no extra forward is run. TRL's fused LM
-  head never materialises logits, so in gradient mode the completion logits are recomputed from the captured
-  hidden states with the LM head weight (one ``B·T × d × V`` matmul, no transformer layers);
+- loss: ``L_GRPO + weight·L_NCE`` (SPEC 1.5), with no extra forward. Gradient mode: the policy's loss forward
+  is prefopt's (:mod:`prefopt.grpo.fused_head`): its LM head computes TRL's per-token log-probs, the entropies
+  and the NTK Gram matrix from the same vocabulary chunks, so no logits are recomputed and no ``[N, V]``
+  tensor is kept (TRL's head + a recompute from captured hidden states remains the fallback for an entropy
+  bonus, an MoE aux loss or a LoRA-wrapped head). Hidden mode: a forward hook on the language backbone
+  captures the LM head's input hidden states during TRL's own loss forward;
+- judge latency: the caption judge's requests start right after generation (``_start_rewards``) and are
+  collected when TRL computes the rewards, after its old / reference log-prob forwards;
 - rollouts: chosen by name from :data:`ROLLOUTS` (``single`` = TRL's own generation); other strategies such as
   Ground-R1's multi-round grounding register themselves there.
 
@@ -21,6 +25,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -124,12 +129,15 @@ def ntk_features(
     inputs: dict[str, Any],
     settings: Any,
     temperature: float = 1.0,
+    bank: Any = None,
 ) -> torch.Tensor:
-    """The ``[B, B]`` similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
+    """The square similarity matrix (NaN = pair not compared) from hidden states of prompt + completion.
 
     ``hidden[:, t]`` predicts token ``t + 1``, so the completion's predicting states start one position before
-    the first completion token. Gradient mode builds the LM-head gradient Gram matrix and its cosine; hidden mode
-    averages the prompt's hidden states and compares each example with peers of the same data type.
+    the first completion token. Gradient mode builds the LM-head gradient Gram matrix ``[B, B]`` and its cosine;
+    hidden mode averages the prompt's hidden states and compares each distinct prompt with peers of the same
+    data type from the batch's other prompts and the feature ``bank`` (never copies of itself; see
+    :func:`prefopt.grpo.ntk.bank_similarity`), updating the bank.
     """
     from prefopt.grpo import ntk
 
@@ -140,7 +148,8 @@ def ntk_features(
     if settings.mode == "hidden":
         features = ntk.hidden_proxy_features(hidden[:, :prompt_len], inputs["prompt_mask"])
         data_types = inputs.get("data_types") or ["image"] * hidden.size(0)
-        return ntk.peer_similarity(features, data_types, peers=settings.peers)
+        keys = ntk.prompt_keys(inputs["prompt_ids"], inputs["prompt_mask"])
+        return ntk.bank_similarity(features, keys, data_types, bank, peers=settings.peers)
     states = hidden[:, prompt_len - 1 : prompt_len - 1 + completion_ids.size(1)]
     logits = lm_head(states.to(lm_head.weight.dtype)) / temperature
     gram = ntk.gradient_kernel(states, logits, completion_ids, completion_mask)
@@ -211,17 +220,27 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         rollout: str | RolloutStrategy = "single",
         load_video: Callable[[str], Any] | None = None,
         adapter: Any = None,
+        kl_clamp: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         # the only holder of model-family facts; built around the trainer's model when not given
         self.adapter = adapter or adapter_for_model(self.model)(self.model, self.processing_class)
+        self.kl_clamp = kl_clamp  # the seed's clamp of log π_ref − log π_θ before k3 (prefopt.grpo.kl)
+        self._kl_inputs: dict[str, Any] | None = None
         self.load_video = load_video
         self._video_rows: list[dict[str, Any] | None] | None = None
         self.ntk_settings = ntk if ntk is not None and ntk.enabled else None
         self.rollout = make_rollout(rollout) if isinstance(rollout, str) else rollout
         self._capture = _HiddenCapture()
+        # hidden mode: recent prompts' proxy features, the peers of a micro-batch that holds one prompt's copies
+        from prefopt.grpo.ntk import FeatureBank
+
+        self.ntk_bank = FeatureBank(getattr(self.ntk_settings, "bank_size", 64) if self.ntk_settings else 0)
         self._hook = backbone_of(self.model).register_forward_hook(self._capture)
+        # gradient-mode NTK: the loss forward's own LM-head chunks also build the Gram matrix (fused_head.py)
+        self._fused_ntk: dict[str, Any] | None = None
+        self._reward_rows: list[dict[str, Any]] | None = None
 
     def resume_alignment(self) -> int:
         """Optimizer steps per generation batch: TRL's buffered completions are not checkpointed, so a
@@ -241,19 +260,58 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         processor = self.processing_class
         if self._video_rows is not None:
             self.processing_class = _VideoAwareProcessor(processor, _row_videos(inputs))
+        self._reward_rows = inputs  # for the judge requests started right after generation (_generate)
         try:
             output = self.rollout.generate_and_score(self, inputs)
         finally:
             rows, self._video_rows, self.processing_class = self._video_rows, None, processor
+            self._reward_rows = None
+        self._watch_reward_spread(output)
         if rows is not None:
             output["video_inputs"] = rows  # a list, so TRL's shuffle/split keeps it aligned with the rows
         # the hidden-state proxy compares examples of the same data type only (SPEC 1.5)
         output["data_types"] = [str(x.get("data_type") or "image") for x in inputs]
         return output
 
+    def _watch_reward_spread(self, output: dict[str, Any]) -> None:
+        """Warn when every group of ``zero_spread_steps`` generation batches in a row had equal rewards: their
+        advantages are all 0, so the policy-gradient term of the loss is 0 and only the KL term trains."""
+        advantages = output.get("advantages")
+        if advantages is None or not self.model.training:
+            return
+        flat = bool((advantages.detach().abs() < 1e-8).all())
+        self.zero_spread_streak = getattr(self, "zero_spread_streak", 0) + 1 if flat else 0
+        self.spread_batches = getattr(self, "spread_batches", 0) + 1
+        self.flat_batches = getattr(self, "flat_batches", 0) + int(flat)
+        limit = max(1, self.reliability.settings.zero_spread_steps)
+        if self.zero_spread_streak == limit and self.accelerator.is_main_process:
+            logger.warning(
+                "no reward spread: in the last %d generation batches every group of %d completions earned the "
+                "same reward (frac_reward_zero_std = 1), so every advantage is 0 and GRPO learns nothing from "
+                "the rewards; check the rewards (judge reachable? answer format?), raise temperature or "
+                "num_generations, or curate prompts with `prefopt select`",
+                limit,
+                self.num_generations,
+            )
+
     def _generate(self, prompts: list):
-        """Generation by the rollout strategy (TRL's own for ``single``)."""
-        return self.rollout.generate(self, prompts)
+        """Generation by the rollout strategy (TRL's own for ``single``); then the judge requests start."""
+        result = self.rollout.generate(self, prompts)
+        self._start_rewards(prompts, result[3])
+        return result
+
+    def _start_rewards(self, prompts: list, completions: list) -> None:
+        """Let reward functions with a ``start`` method (the caption judge) send their requests now, so their
+        latency overlaps TRL's old / reference log-prob forwards; the reward call collects the answers."""
+        rows = getattr(self, "_reward_rows", None)
+        if not rows or len(rows) != len(completions):
+            return
+        skip = ("prompt", "completion", "completion_ids")
+        columns = {key: [row.get(key) for row in rows] for key in rows[0] if key not in skip}
+        for func in self.reward_funcs:
+            start = getattr(func, "start", None)
+            if callable(start):
+                start(prompts=prompts, completions=completions, **columns)
 
     def _tokenize_prompts(self, prompts: list):
         """TRL's tokenisation; a row without images gets ``[]`` (not None) so mixed image/video batches encode."""
@@ -266,24 +324,58 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         """TRL's log-probs, with video tensors supplied per row when the batch has video prompts."""
         kwargs = self.adapter.strip_video_inputs(kwargs)  # TRL's whole-batch video tensors: supplied per row below
         kwargs = self.rollout.model_kwargs(self, input_ids, kwargs)
+        call = model
         if self._video_rows is not None:
-            model = _WithVideos(model, self._video_rows, self.adapter)
-        return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+            call = _WithVideos(model, self._video_rows, self.adapter)
+        if self._fused_ntk is not None and self._fused_ntk["gram"] is None:
+            out = self._fused_policy_logps(model, call, input_ids, *args, **kwargs)
+        else:
+            out = super()._get_per_token_logps_and_entropies(call, input_ids, *args, **kwargs)
+        if self._kl_inputs is not None:
+            # the policy forward of compute_loss: TRL reads the reference log-probs right after this returns
+            from prefopt.grpo.kl import clamped_reference
+
+            inputs, self._kl_inputs = self._kl_inputs, None  # once: only the first call is the policy's
+            inputs["ref_per_token_logps"] = clamped_reference(out[0], inputs["ref_per_token_logps"], self.kl_clamp)
+        return out
+
+    def _fused_policy_logps(self, model, call, input_ids, attention_mask, logits_to_keep, **kwargs):
+        """The loss forward's log-probs and entropies, with the NTK Gram matrix from the same head chunks."""
+        from prefopt.grpo.fused_head import policy_forward_with_gram
+
+        for key in ("batch_size", "compute_entropy", "compute_aux_loss"):
+            kwargs.pop(key, None)
+        logps, entropy, gram = policy_forward_with_gram(
+            model, call, input_ids, attention_mask, logits_to_keep, self._fused_ntk["mask"], self.temperature,
+            kwargs, self.accelerator.autocast())
+        self._fused_ntk["gram"] = gram
+        return logps, entropy, None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """GRPO loss from TRL, plus ``weight · InfoNCE`` on features captured during the same forward."""
         self._video_rows = inputs.get("video_inputs")
+        ref = inputs.get("ref_per_token_logps")
+        if getattr(self, "kl_clamp", None) and self.beta != 0.0 and ref is not None:
+            self._kl_inputs = inputs
         try:
             return self._loss_with_ntk(model, inputs, return_outputs, num_items_in_batch)
         finally:
-            self._video_rows = None
+            self._video_rows, self._kl_inputs = None, None
+            if ref is not None:
+                inputs["ref_per_token_logps"] = ref  # TRL reuses buffered inputs (num_iterations > 1)
 
     def _loss_with_ntk(self, model, inputs, return_outputs, num_items_in_batch):
         if self.ntk_settings is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        with self._capture.armed_for():
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        nce, positives = self.ntk_loss(self._capture.hidden(), inputs, model)
+        self._fused_ntk = self._fused_ntk_request(model, inputs)
+        try:
+            with self._capture.armed_for():
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            fused, self._fused_ntk = self._fused_ntk, None
+        gram = fused["gram"] if fused is not None else None
+        hidden = self._capture.hidden() if gram is None else None
+        nce, positives = self.ntk_loss(hidden, inputs, model, gram=gram)
         mode = "train" if self.model.training else "eval"
         # TRL scales its loss for gradient accumulation itself; scale the extra term the same way
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
@@ -291,37 +383,92 @@ class GroundedGRPOTrainer(ReliableTrainerMixin, GRPOTrainer):
         self._metrics[mode]["ntk/positives"].append(positives)
         return loss + self.ntk_settings.weight * nce / normalizer
 
+    def _fused_ntk_request(self, model: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Ask the loss forward for the Gram matrix when the gradient mode can share its head chunks.
+
+        Not with an entropy bonus (TRL backpropagates through the entropies, which the fused pass only
+        reports), an MoE aux loss, or a non-linear (LoRA-wrapped) head: those keep TRL's head + recompute.
+        """
+        from prefopt.grpo.fused_head import supports_fused_head
+
+        if self.ntk_settings.mode != "gradient" or self._entropy_bonus_enabled or self.aux_loss_enabled:
+            return None
+        if not supports_fused_head(model):
+            return None
+        mask = inputs["completion_mask"]
+        if inputs.get("tool_mask") is not None:
+            mask = mask * inputs["tool_mask"]  # multi-turn rollouts: policy tokens only
+        return {"mask": mask, "gram": None}
+
     def ntk_loss(
-        self, hidden: torch.Tensor, inputs: dict[str, Any], model: Any
+        self, hidden: torch.Tensor | None, inputs: dict[str, Any], model: Any, gram: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, float]:
-        """InfoNCE over the batch and the mean number of positives per example."""
+        """InfoNCE over the batch and the mean number of positives per example (``gram``: from the loss pass)."""
         from prefopt.grpo import ntk
 
         settings = self.ntk_settings
         threshold = settings.resolved_threshold()
-        similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature)
+        if gram is not None:
+            similarity = ntk.cosine_from_gram(gram)
+        else:
+            bank = getattr(self, "ntk_bank", None) if model.training else None  # evaluation never fills the bank
+            similarity = ntk_features(hidden, lm_head_of(model), inputs, settings, self.temperature, bank=bank)
         # the released proxy counts ties at the threshold as positives; the paper's rule is strict
         inclusive = settings.mode == "hidden"
         nce = ntk.info_nce(similarity, threshold, settings.temperature, inclusive=inclusive)
         eye = torch.eye(similarity.size(0), dtype=torch.bool, device=similarity.device)
         compared = ~eye & ~torch.isnan(similarity)
         below = similarity <= threshold if inclusive else similarity < threshold
-        positives = (below & compared).sum(dim=1).float().mean().item()
+        counted = compared.any(dim=1)  # rows that were compared (hidden mode: the batch's prompts, not the bank)
+        positives = (below & compared).sum(dim=1)[counted].float().mean().item() if counted.any() else 0.0
         return nce, positives
 
+    def _judges(self) -> list[Any]:
+        """The judge clients behind the reward functions (the caption reward's)."""
+        from prefopt.rewards.judge import JudgeClient
+
+        return [f.judge for f in self.reward_funcs if isinstance(getattr(f, "judge", None), JudgeClient)]
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the caption judge's counters (``judge/*``) to TRL's metrics."""
+        """Add the caption judge's counters (``judge/*``, summed over ranks) to TRL's metrics."""
+        from prefopt.rewards.judge import counter_stats, summed_counters
+
         for func in self.reward_funcs:
             stats = getattr(func, "stats", None)
             if callable(stats):
                 for key, value in stats().items():
                     if isinstance(value, int | float):
                         logs[key if "/" in key else f"judge/{key}"] = float(value)
+        for judge in self._judges():  # every rank logs at the same steps, so the all-reduce is safe here
+            logs.update(counter_stats(summed_counters(judge.counters(), self.accelerator.device)))
+        batches = getattr(self, "spread_batches", 0)
+        limit = max(1, self.reliability.settings.zero_spread_steps)
+        if "train_runtime" in logs and batches and self.flat_batches == batches and batches < limit:
+            if self.accelerator.is_main_process:  # a run shorter than the streak warning: say it at the end
+                logger.warning(
+                    "nothing was learned from the rewards: in all %d generation batches every group's completions "
+                    "earned the same reward (frac_reward_zero_std = 1, advantages 0)",
+                    batches,
+                )
         super().log(logs, start_time)
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The judge counters summed over ranks, saved with each checkpoint (a collective: every rank calls it)."""
+        from prefopt.rewards.judge import summed_counters
 
-def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
-    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3)."""
+        return {"judge": [summed_counters(j.counters(), self.accelerator.device) for j in self._judges()]}
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Continue the judge counters of a resumed run; the saved values are totals, so rank 0 holds them."""
+        for judge, counters in zip(self._judges(), state.get("judge") or [], strict=False):
+            judge.load_counters(counters if self.accelerator.is_main_process else {})
+
+
+def build_reward_funcs(recipe: Any, cache_root: str | None = None) -> tuple[list[Any], list[float]]:
+    """Accuracy, format (by template) and, if on, caption reward functions with their weights (SPEC 1.3).
+
+    The judge's answer cache goes to ``<cache_root>/judge_cache`` (default: the recipe's output folder)
+    unless ``rewards.judge.cache_dir`` names another folder or ``rewards.judge.cache`` is false."""
     from prefopt.rewards import format as fmt
     from prefopt.rewards.answers import accuracy_reward
 
@@ -342,7 +489,12 @@ def build_reward_funcs(recipe: Any) -> tuple[list[Any], list[float]]:
         from prefopt.rewards.caption import CaptionReward
         from prefopt.rewards.judge import JudgeClient
 
-        funcs.append(CaptionReward(JudgeClient(judge_config(recipe))))
+        config = judge_config(recipe)
+        if config.cache and not config.cache_dir:
+            # on by default, inside the run: a resumed run (or a rerun into the folder) never pays twice
+            root = cache_root or recipe.training_args().get("output_dir") or "."
+            config.cache_dir = str(Path(root) / "judge_cache")
+        funcs.append(CaptionReward(JudgeClient(config), prompt=rewards.caption_prompt))
         weights.append(rewards.caption_weight)
     return funcs, weights
 
@@ -354,14 +506,25 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
     from prefopt.config import ConfigError
     from prefopt.data.video import load_video_frames
     from prefopt.errors import ModelError
-    from prefopt.grpo.data import load_dataset_for_recipe
+    from prefopt.grpo.data import load_checked
     from prefopt.training.common import prepare_policy
 
+    report = None
+    if train_dataset is None:  # before the model: bad data is reported in seconds, not after the load
+        from prefopt.data.lengths import length_check, max_positions_of, model_length_check
+
+        reserve = int(recipe.training_args().get("max_completion_length") or 0)
+        policy = getattr(recipe.data, "overlong", "truncate")
+        if adapter is None:
+            check = model_length_check(recipe.model.name_or_path, reserve, policy,
+                                       trust_remote_code=recipe.model.trust_remote_code)
+        else:
+            check = length_check(adapter.tokenizer, max_positions_of(adapter.model.config), reserve, policy)
+        train_dataset, tracker = load_checked(recipe.data, check)
+        report = tracker.summary()
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
     adapter.limit_pixels(recipe.max_pixels)
-    if train_dataset is None:
-        train_dataset = load_dataset_for_recipe(recipe.data)
     has_video = "videos" in train_dataset.column_names and any(train_dataset["videos"])
     if has_video and recipe.training_args().get("use_vllm"):
         # prefopt hands video frames to the processor itself; TRL's vLLM path only forwards images
@@ -377,7 +540,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         raise ConfigError(f"training: {err}") from err
     rollout = make_rollout(recipe.rollout)
     rollout.configure(recipe)
-    return GroundedGRPOTrainer(
+    trainer = GroundedGRPOTrainer(
         model=adapter.model,
         reward_funcs=funcs,
         args=args,
@@ -386,6 +549,7 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
         ntk=recipe.ntk,
         rollout=rollout,
         adapter=adapter,
+        kl_clamp=recipe.kl_clamp,
         reliability=recipe.reliability,
         load_video=functools.partial(
             load_video_frames,
@@ -394,3 +558,5 @@ def build_trainer(recipe: Any, adapter: Any = None, train_dataset: Any = None) -
             max_pixels=recipe.data.video_max_pixels,
         ),
     )
+    trainer.data_report = report
+    return trainer

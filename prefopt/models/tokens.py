@@ -2,16 +2,25 @@
 
 The REVERSE tags are declared here, once (:data:`REVERSE_TOKENS`); every other module imports them.
 
-How this departs from the REVERSE seed code: the seed resized the embeddings and left the new rows at
-their random initialisation. Here each new row of the input *and* output embedding starts at the mean
-of the rows the tokenizer already used (the "mean resizing" argument of Hewitt, 2021: the new tokens
-then barely move the next-token distribution before training). Qwen2.5-VL checkpoints carry spare
-embedding rows beyond the tokenizer; new ids go into those rows instead of growing the matrix.
+What the REVERSE seed scripts do (``scripts/add_new_token_to_{llava,qwen}.py``, transformers 4.43): add the
+three tags, then ``model.resize_token_embeddings(len(tokenizer))``.
+
+- LLaVA (Vicuna, 32000 rows, all used): the matrices grow by three rows, which transformers 4.43 fills with
+  the model's random weight initialisation.
+- Qwen2.5-VL (151936 rows for 151665 tokenizer ids): ``len(tokenizer)`` is then 151668, so the resize SHRINKS
+  both matrices to 151668 rows; the tags get ids 151665-151667, i.e. spare rows that keep whatever values
+  the checkpoint stored there, and the remaining spare rows are dropped.
+
+How prefopt departs: the matrices never shrink (a Qwen checkpoint keeps its row count, the tags take spare
+rows), and each new row of the input *and* output embedding starts at the mean of the rows the tokenizer
+already used, for both families (the "mean resizing" argument of Hewitt, 2021: the new tokens then barely
+move the next-token distribution before training). Rows grow only when the ids do not fit.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +49,24 @@ def parse_token_list(spec: str) -> list[str]:
             f"--tokens '{spec}': give a set name ({', '.join(TOKEN_SETS)}) or a comma list without blanks"
         )
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     return tokens
+
+
+_PLAIN_TEXT = re.compile(r"[\w\s.,;:!?'\"()-]+")
+
+
+def refuse_plain_text(tokens: Sequence[str]) -> None:
+    """Refuse tokens that ordinary text contains: a special token matches anywhere in a text, so adding
+    ``the`` would cut "other" into ``o`` + ``the`` + ``r`` and change how every sentence is tokenised."""
+    for token in tokens:
+        if token != token.strip():
+            raise ModelError(f"token {token!r} starts or ends with whitespace; give the token without it")
+        if _PLAIN_TEXT.fullmatch(token):
+            raise ModelError(
+                f"token {token!r} is ordinary text (a word or punctuation): as a special token it would "
+                "re-tokenise every text that contains it; use markup no text holds, such as <obj> or [OBJ]"
+            )
 
 
 def _refuse_duplicates(tokens: Sequence[str]) -> None:
@@ -62,6 +88,7 @@ def add_special_tokens(adapter: Any, tokens: Sequence[str]) -> dict[str, int]:
     if not tokens:
         raise ModelError("no tokens to add")
     _refuse_duplicates(tokens)
+    refuse_plain_text(tokens)
     tokenizer = adapter.tokenizer
     vocab = tokenizer.get_vocab()
     present = [f"{t!r} (id {vocab[t]})" for t in tokens if t in vocab]
@@ -122,4 +149,7 @@ def save_model_dir(model: Any, processor: Any, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    from prefopt.training.common import readable_modes
+
+    readable_modes(out)  # safetensors writes 0600; a model folder is for others to load too
     return out

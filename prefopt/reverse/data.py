@@ -4,10 +4,13 @@ Answers carry ``<SPAN>phrase</CN>`` around confident phrases; a hallucinated phr
 ends the answer. :func:`check_tagged_answer` refuses answers whose tags do not nest that way (naming the
 file and row), since a stray tag would silently mask the wrong tokens.
 
-Hint augmentation (used for the Qwen-style records of the seed): with probability ``p`` [0.2], seeded, a
+Hint augmentation (the seed's ``query_injection``, on in REVERSE SFT with ``hint_prob`` [0.2]): each time a
+record is served (:class:`HintedDataset`, so every epoch draws afresh, seeded), with probability ``p`` a
 record that flags phrases with ``</UN>`` gets "(Hint: potential incorrect phrases -> …)" appended to its
 last user turn, naming those phrases. The answer is unchanged, so the model learns that a hinted phrase is
-one to close with ``</UN>``, which is what retrospective resampling's query rewriting relies on.
+one to close with ``</UN>``, which is what retrospective resampling's query rewriting relies on. The seed
+reads the phrases from a ``hint`` field of its data and hints every question of a conversation whose answer
+is a ``general_answer``; prefopt derives them from the answer's own ``</UN>`` phrases.
 """
 
 from __future__ import annotations
@@ -75,6 +78,25 @@ def add_hint(
     return out
 
 
+class HintedDataset:
+    """A map-style dataset serving :func:`add_hint` copies of its records, one fresh seeded draw per visit."""
+
+    def __init__(self, items: Sequence[ConversationExample], probability: float = 0.2, seed: int = 0):
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"hint probability must be in [0, 1], got {probability}")
+        self.items, self.probability, self.seed = list(items), probability, seed
+        self._visits = [0] * len(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> ConversationExample:
+        # the draw depends on (seed, index, visit), not on the order a sampler asks in
+        rng = random.Random(f"{self.seed}:{index}:{self._visits[index]}")
+        self._visits[index] += 1
+        return add_hint(self.items[index], rng, self.probability)
+
+
 def prepare_reverse_examples(
     examples: Iterable[ConversationExample], path: str | None = None, hint_probability: float = 0.0, seed: int = 0,
 ) -> Iterator[ConversationExample]:
@@ -82,7 +104,7 @@ def prepare_reverse_examples(
     rng = random.Random(seed)
     for row, example in enumerate(examples):
         for text in assistant_texts(example):
-            check_tagged_answer(text, path=path, row=row)
+            check_tagged_answer(text, path=path, row=row + 1)
         yield add_hint(example, rng, hint_probability) if hint_probability > 0 else example
 
 

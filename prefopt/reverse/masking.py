@@ -4,7 +4,8 @@ Answers carry ``<SPAN>phrase</CN>`` for confident phrases and end with ``<SPAN>w
 hallucinated phrase follows. The model must learn *to flag* the wrong phrase, never *to say* it, so the
 tokens strictly between a ``<SPAN>`` and its ``</UN>`` are removed from the loss; the tags themselves,
 confident phrases and the end-of-turn token stay supervised. Optionally the tag tokens weigh more in the
-loss (``tag_weight``, seed default 2.0) through a per-token ``loss_weights`` tensor.
+loss (``tag_weight``; default 1, as the seed's released runs, whose code offers 2.0 as an unused
+``cnun_penalty`` option) through a per-token ``loss_weights`` tensor.
 
 Labels follow the Hugging Face convention: aligned with ``input_ids`` (the trainer shifts them), so
 ``loss_weights[b, t]`` weighs the prediction of token ``input_ids[b, t]``.

@@ -9,6 +9,11 @@ T ← min(T + ΔT, T0 + 0.5); T returns to T0 once a phrase is accepted. Optiona
 go back further, to the last sentence end; after N flagged phrases in total we give up and return the
 accepted prefix (``success=False``) or the configured fallback.
 
+A malformed span structure is rejected the same way, as the seed does: a ``</CN>``/``</UN>`` with no open
+``<SPAN>``, a ``<SPAN>`` inside an open span, or the end of the answer inside an open span goes back to the
+end of the last accepted phrase and counts as a flagged attempt (``format_errors`` counts them), with the
+seed's phrase "format error" in the flagged list and hence in the hint.
+
 How this departs from the seed: the seed called ``generate`` again on the whole prompt after every
 rejection. Here one sampling loop runs over the model with a ``DynamicCache``; a rejection crops the cache
 to the backtrack point (``DynamicCache.crop``) and feeds one token to get fresh logits. A hint rewrite
@@ -30,6 +35,8 @@ from prefopt.reverse.masking import reverse_token_ids
 
 _TAG_RE = re.compile(r"<SPAN>|</CN>|</UN>")
 _SENTENCE_END = (".", "!", "?", "\n")
+#: What a malformed span structure is flagged as (the seed's "Format Error", lower-cased as its hints are).
+FORMAT_ERROR = "format error"
 
 
 @dataclass
@@ -73,6 +80,7 @@ class ResampleResult:
     token_ids: list[int] = field(default_factory=list)  # kept generated ids (tags included)
     final_temperature: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)  # one per rejection: phrase, p, T, backtrack
+    format_errors: int = 0  # rejections for a malformed span structure (included in ``attempts``)
 
 
 def strip_tags(text: str) -> str:
@@ -221,6 +229,7 @@ class _State:
     flagged: list[str] = field(default_factory=list)
     hint_phrases: list[str] = field(default_factory=list)
     last_attempt: list[int] = field(default_factory=list)
+    format_errors: int = 0
     gave_up: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -253,6 +262,13 @@ class RetrospectiveSampler:
             scores = self._process(runner.prompt_ids + state.ids, logits)
             token = sample_token(scores.cpu(), state.temperature, cfg.top_p, generator)
             state.ids.append(token)
+            if self._malformed(state, token):
+                state.format_errors += 1
+                self._reject(state, None, FORMAT_ERROR)
+                if state.gave_up:
+                    break
+                logits = self._resume(state, runner, messages)
+                continue
             if token in (self.cn_id, self.un_id):
                 p_unconfident = float(torch.softmax(scores.float(), dim=-1)[self.un_id])
                 if p_unconfident > cfg.tau or token == self.un_id:
@@ -281,14 +297,24 @@ class RetrospectiveSampler:
         ids = torch.tensor([seq], device=logits.device)
         return self.processor(ids, logits[None].clone())[0]
 
-    def _reject(self, state: _State, p_unconfident: float) -> None:
+    def _malformed(self, state: _State, token: int) -> bool:
+        """Whether ``token`` breaks the span structure (the accepted prefix always ends outside a span)."""
+        open_span = self.span_id in state.ids[state.accepted_end : -1]
+        if token == self.span_id:
+            return open_span  # nested <SPAN>
+        if token in (self.cn_id, self.un_id):
+            return not open_span  # a closing tag with nothing to close
+        return token in self.eos_ids and open_span  # the answer ends inside a span
+
+    def _reject(self, state: _State, p_unconfident: float | None, phrase: str | None = None) -> None:
         """Record the flagged phrase, raise the temperature and move the ids back to the backtrack point."""
         cfg = self.config
         state.attempts += 1
-        phrase = self._phrase(state.ids[state.accepted_end :])
+        phrase = self._phrase(state.ids[state.accepted_end :]) if phrase is None else phrase
         state.flagged.append(phrase)
         state.last_attempt = list(state.ids)
-        event = {"phrase": phrase, "p_un": p_unconfident, "at": len(state.ids), "sentence_backtrack": False}
+        event = {"phrase": phrase, "p_un": p_unconfident, "at": len(state.ids), "sentence_backtrack": False,
+                 "format_error": phrase == FORMAT_ERROR and p_unconfident is None}
         state.events.append(event)
         if state.attempts >= cfg.max_attempts:
             state.gave_up = True
@@ -346,7 +372,7 @@ class RetrospectiveSampler:
         return ResampleResult(
             text=text, raw=raw, flagged=list(state.flagged), attempts=state.attempts, success=not state.gave_up,
             forward_tokens=forward_tokens, token_ids=list(state.ids), final_temperature=state.temperature,
-            events=list(state.events),
+            events=list(state.events), format_errors=state.format_errors,
         )
 
 

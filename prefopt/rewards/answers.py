@@ -1,12 +1,18 @@
 """Accuracy reward by problem type (SPEC 1.2), the MRA metric, and the TRL ``accuracy_reward`` function.
 
-Both the completion and the solution may wrap their answer in ``<answer>…</answer>``; the last such tag
-counts, and a string without one is taken whole. An empty answer scores 0 for every type. Rules:
+The completion's answer is the text inside its last complete ``<answer>…</answer>``; a completion without
+one (no tag, or an opening tag never closed) scores 0 for every type, as in the seed code. The solution
+may be tagged or bare. An empty answer scores 0 for every type. Rules:
 
-- multiple choice: option letters equal (``B``, ``(B)``, ``B.`` and ``B. a cat`` all read as ``B``).
+- multiple choice: when the ground truth is a single option letter in a common form (``B``, ``b``,
+  ``(B)``, ``B.``, ``B)``, ``B: a red car``, ``B. a cat``), the prediction must name that one letter; a
+  prediction naming several options (``A or B``, ``A, B``, ``A B C D``) is 0. When the ground truth is
+  not an option letter (``1``, ``β``, ``Option B``), the stripped strings must be identical (the seed's
+  exact match).
 - numerical: 0 if exactly one side has a decimal point or comma (as the Video-R1 code), else
   ``round(p, 2) == round(g, 2)``.
-- OCR: ``clip(1 - WER, 0, 1)`` with WER = word edits (jiwer) / max(1, number of ground-truth words).
+- OCR: ``clip(1 - WER, 0, 1)``, WER = word edit distance / max(1, number of ground-truth words), both
+  strings split on any whitespace, case-sensitive (the Video-R1 ``wer``).
 - free-form: mean of stemmed ROUGE-1/2/L F-scores, clipped to [0, 1].
 - regression: ``1 - clip(|p - g| / |g|, 0, 1)``; for ``g == 0`` the relative error is 0 if ``p == 0``
   else 1 (the seed's ``+1e-9`` trick would score an exact 0 as wrong).
@@ -23,26 +29,51 @@ from functools import lru_cache
 from typing import Any
 
 from prefopt.rewards.grounding import giou_score, parse_box
-from prefopt.rewards.text import completion_text, extract_answer, parse_number
+from prefopt.rewards.text import completion_answer, completion_text, extract_answer, parse_number
 
-__all__ = ["score", "mra", "accuracy_reward", "option_letter", "SCORERS"]
+__all__ = ["score", "mra", "accuracy_reward", "option_letter", "word_edit_distance", "SCORERS"]
+
+
+_BRACKETED = re.compile(r"\(\s*([A-Za-z])\s*\)(.*)", re.DOTALL)  # (B), (B) a cat
+_PLAIN = re.compile(r"([A-Za-z])(?:([.:)])(.*))?", re.DOTALL)  # B, B., B), B: a red car
+#: Words that join option letters: "(A) or (B)" names two options, not one.
+_JOINED = re.compile(r"^(?:or|and|/|&|,)(?:\s|$|\()", re.IGNORECASE)
 
 
 def option_letter(text: str) -> str | None:
-    """The option letter an answer names (``B``, ``(B)``, ``B.``, ``B) cat``, ``b``), or None."""
-    m = re.match(r"^\(?\s*([A-Za-z])\s*\)?(?:$|[\s.:)\]])", text.strip())
-    if m is None:
+    """The single option letter an answer names (``B``, ``b``, ``(B)``, ``B.``, ``B)``, ``B: cat``), or None.
+
+    A letter must stand alone or be followed by ``.``/``:``/``)`` and then nothing or a space and its
+    option text, so ``A or B``, ``A, B`` and ``A B C D`` (several options) name none.
+    """
+    t = (text or "").strip()
+    m = _BRACKETED.fullmatch(t)
+    if m is not None:
+        letter, rest = m.group(1), m.group(2)
+        if rest and not rest[0].isspace() and rest[0] not in ".:":
+            return None
+    else:
+        m = _PLAIN.fullmatch(t)
+        if m is None:
+            return None
+        letter, rest = m.group(1), m.group(3) or ""
+        if rest and not rest[0].isspace():
+            return None
+    rest = rest.lstrip(".:").strip()
+    if rest and _JOINED.match(rest):
         return None
-    letter = m.group(1)
-    # A lone lower-case letter is a letter answer; "a cat" is an English article, not option A.
-    if letter.islower() and text.strip().rstrip(".)").lstrip("(") != letter:
+    # A lower-case letter only counts alone: "a. the cat" reads as an English article more often than option A.
+    if letter.islower() and rest:
         return None
     return letter.upper()
 
 
 def _multiple_choice(pred: str, gt: str) -> float:
-    p, g = option_letter(pred), option_letter(gt)
-    return float(p is not None and p == g)
+    g = option_letter(gt)
+    if g is None:
+        # The ground truth is no option letter ("1", "β", "Option B"): the seed's exact string match.
+        return float(pred.strip() == gt.strip())
+    return float(option_letter(pred) == g)
 
 
 def _has_decimal(text: str) -> bool:
@@ -58,16 +89,23 @@ def _numerical(pred: str, gt: str) -> float:
     return float(round(p, 2) == round(g, 2))
 
 
-def _ocr(pred: str, gt: str) -> float:
-    import jiwer
+def word_edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    """Levenshtein distance between two word lists (substitution, insertion and deletion each cost 1)."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, start=1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, start=1):
+            cost = 0 if ref == hyp else 1
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost))
+        previous = current
+    return previous[-1]
 
-    if not gt.split():
-        return float(not pred.split())
-    if not pred.split():
-        return 0.0
-    out = jiwer.process_words(gt, pred)
-    edits = out.substitutions + out.deletions + out.insertions
-    return min(1.0, max(0.0, 1.0 - edits / max(1, len(gt.split()))))
+
+def _ocr(pred: str, gt: str) -> float:
+    # Both sides split on any whitespace, case kept: the Video-R1 `wer` rule (a line break is a word break).
+    ref, hyp = gt.split(), pred.split()
+    wer = word_edit_distance(ref, hyp) / max(1, len(ref))
+    return min(1.0, max(0.0, 1.0 - wer))
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +189,7 @@ def score(completion: str, solution: str, problem_type: str) -> float:
     scorer = SCORERS.get(problem_type)
     if scorer is None:
         raise ValueError(f"unknown problem_type {problem_type!r}; expected one of {', '.join(SCORERS)}")
-    pred, gt = extract_answer(completion), extract_answer(solution)
+    pred, gt = completion_answer(completion), extract_answer(solution)
     if not pred or not gt:
         return 0.0
     try:

@@ -41,11 +41,13 @@ BOX_ROUND_PATTERN = re.compile(
 BOX_ROUND_TAGS = ("think", "box")
 
 
-def _matches(text: str, pattern: re.Pattern[str], tags: Sequence[str]) -> float:
+def _matches(text: str, pattern: re.Pattern[str], tags: Sequence[str], think_needed: bool = False) -> float:
     text = text.strip()
     if any(count_tag(text, tag) != (1, 1) for tag in tags):
         return 0.0
     if "answer" in tags and not extract_tag(text, "answer"):
+        return 0.0
+    if think_needed and not extract_tag(text, "think"):
         return 0.0
     return 1.0 if pattern.fullmatch(text) else 0.0
 
@@ -83,12 +85,14 @@ def grounded_format(completion: Any) -> float:
 
     Rounds before the last must be ``<think>…</think><box>[x1,y1,x2,y2]</box>``; the last round must be
     ``<think>…</think><answer>…</answer>``; each tag exactly once per round, as in :func:`r1_format`.
+    A round whose ``<think>`` is empty or only whitespace is no match (the seed's ``<think>(.+?)</think>``
+    asks for reasoning in every round).
     """
     rounds = _turn_texts(completion)
     if not rounds:
         return 0.0
-    scores = [_matches(text, BOX_ROUND_PATTERN, BOX_ROUND_TAGS) for text in rounds[:-1]]
-    scores.append(_matches(rounds[-1], R1_PATTERN, R1_TAGS))
+    scores = [_matches(text, BOX_ROUND_PATTERN, BOX_ROUND_TAGS, think_needed=True) for text in rounds[:-1]]
+    scores.append(_matches(rounds[-1], R1_PATTERN, R1_TAGS, think_needed=True))
     return 2.0 * sum(scores) / len(scores)
 
 

@@ -5,7 +5,9 @@ returns one answer per prompt, ``None`` for a prompt that still failed after ``m
 Retried: HTTP 5xx, 408, 429 (waiting the server's ``Retry-After`` when given), timeouts, connection
 errors, malformed JSON and empty answers; other 4xx fail at once. Backoff is ``backoff · 2^attempt``
 seconds. Successful answers are cached on disk under ``cache_dir`` (one JSON file per
-``sha256(model, system, prompt)``, written atomically), so a resumed run never pays twice.
+``sha256(model, system, prompt)``, written atomically), so a resumed run never pays twice; training puts the
+cache under the run's output folder unless ``cache: false``. The counters (:meth:`JudgeClient.counters`) are
+saved with every checkpoint, restored on resume and summed over ranks (:func:`summed_counters`).
 
 The API key is read from the environment variable NAMED by ``api_key_env`` at call time; it is never
 stored in the config, logged, cached or shown by ``repr``. A loopback ``base_url`` without a key gets a
@@ -54,10 +56,13 @@ class JudgeConfig:
     timeout: float = 90.0
     max_retries: int = 3
     backoff: float = 1.0
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # None with cache on: the trainer puts it under the run's output folder
+    cache: bool = True  # false: never read or write cached answers
     fail_fast: bool = False
-    max_tokens: int = 256
-    temperature: float = 0.0
+    # None leaves the field out of the request, as the seed's call did: a cap (the old 256) cut reasoning
+    # judges off before their </answer>, which then scores 0; None temperature is the provider's default.
+    max_tokens: int | None = None
+    temperature: float | None = None
     down_after: int = 8  # consecutive failed prompts before the "judge down" warning (or error)
 
 
@@ -158,16 +163,19 @@ class JudgeClient:
 
     def stats(self) -> dict[str, float]:
         """Counters since creation: calls (HTTP requests), failures, retries, cache hits, mean latency."""
+        return counter_stats(self.counters())
+
+    def counters(self) -> dict[str, float]:
+        """The raw counters (what :func:`counter_stats` turns into ``judge/*``), for checkpoints and summing."""
         with self._lock:
-            c = dict(self._counts)
-            mean = self._latency_total / c["successes"] if c["successes"] else 0.0
-        return {
-            "judge/calls": float(c["calls"]),
-            "judge/failures": float(c["failures"]),
-            "judge/retries": float(c["retries"]),
-            "judge/cache_hits": float(c["cache_hits"]),
-            "judge/latency_mean_s": mean,
-        }
+            return {**{k: float(v) for k, v in self._counts.items()}, "latency_total": self._latency_total}
+
+    def load_counters(self, counters: dict[str, Any]) -> None:
+        """Continue counting from ``counters`` (a resumed run's saved :meth:`counters`)."""
+        with self._lock:
+            for key in self._counts:
+                self._counts[key] = int(counters.get(key, 0))
+            self._latency_total = float(counters.get("latency_total", 0.0))
 
     # --- internals --------------------------------------------------------------------------------
     def _api_key(self) -> str:
@@ -197,7 +205,7 @@ class JudgeClient:
             return self._client
 
     def _cache_path(self, prompt: str, system: str | None) -> Path | None:
-        if not self.config.cache_dir:
+        if not self.config.cache_dir or not self.config.cache:
             return None
         digest = hashlib.sha256(json.dumps([self.config.model, system, prompt]).encode()).hexdigest()
         return Path(self.config.cache_dir) / digest[:2] / f"{digest}.json"
@@ -270,10 +278,7 @@ class JudgeClient:
         start = time.perf_counter()
         try:
             response = client.chat.completions.create(
-                model=self.config.model,
-                messages=messages,
-                max_tokens=self.config.max_tokens,
-                temperature=self.config.temperature,
+                model=self.config.model, messages=messages, **self._sampling()
             )
         except openai.APIStatusError as exc:
             status = exc.status_code
@@ -291,6 +296,11 @@ class JudgeClient:
             self._latency_total += time.perf_counter() - start
             self._counts["successes"] += 1
         return answer
+
+    def _sampling(self) -> dict[str, Any]:
+        """The optional request fields that are set (an unset one is left to the provider)."""
+        fields = {"max_tokens": self.config.max_tokens, "temperature": self.config.temperature}
+        return {k: v for k, v in fields.items() if v is not None}
 
     def _record_outcome(self, ok: bool) -> None:
         with self._lock:
@@ -315,6 +325,35 @@ class JudgeClient:
                 self._consecutive_failures,
                 self.config.api_key_env,
             )
+
+
+COUNTERS = ("calls", "failures", "retries", "cache_hits", "successes", "latency_total")
+
+
+def counter_stats(counters: dict[str, float]) -> dict[str, float]:
+    """``judge/*`` metrics from raw counters (one client's, or several ranks' summed)."""
+    successes = counters.get("successes", 0.0)
+    return {
+        "judge/calls": float(counters.get("calls", 0.0)),
+        "judge/failures": float(counters.get("failures", 0.0)),
+        "judge/retries": float(counters.get("retries", 0.0)),
+        "judge/cache_hits": float(counters.get("cache_hits", 0.0)),
+        "judge/latency_mean_s": counters.get("latency_total", 0.0) / successes if successes else 0.0,
+    }
+
+
+def summed_counters(counters: dict[str, float], device: Any = None) -> dict[str, float]:
+    """``counters`` summed over every rank under torch.distributed (unchanged in a single process).
+
+    Every rank must call it at the same point (it is a collective), as ``Trainer.log`` and checkpoint saves are.
+    """
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return dict(counters)
+    values = torch.tensor([float(counters.get(k, 0.0)) for k in COUNTERS], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
+    return dict(zip(COUNTERS, values.tolist(), strict=True))
 
 
 class _Fatal(Exception):

@@ -54,9 +54,22 @@ def count_tag(text: str, tag: str) -> tuple[int, int]:
 
 
 def extract_answer(text: str) -> str:
-    """The answer inside the last ``<answer>…</answer>``; the whole stripped text when there is no such tag."""
+    """The answer inside the last ``<answer>…</answer>``; the whole stripped text when there is no such tag.
+
+    For a ground truth, which may be tagged or bare. A model's completion is read with
+    :func:`completion_answer` instead, which gives no answer without a complete tag.
+    """
     inner = extract_tag(text, "answer")
     return (text or "").strip() if inner is None else inner
+
+
+def completion_answer(text: str) -> str | None:
+    """The answer inside a completion's last complete ``<answer>…</answer>``; None without one (SPEC 1.2).
+
+    An opening tag never closed is no answer: scoring the whole text instead let a free-form completion
+    holding only a ``<think>`` earn ROUGE reward for its reasoning.
+    """
+    return extract_tag(text, "answer")
 
 
 def prompt_text(prompt: Any) -> str:

@@ -24,6 +24,9 @@ class SFTDataSettings:
     image_root: str | None = None
     convert: str = "none"  # none | four_stage (LLaVA-CoT SUMMARY/CAPTION/REASONING/CONCLUSION rewrite)
     max_samples: int | None = None
+    max_bad_fraction: float = 0.01  # bad rows (missing fields, corrupt images) skipped up to this share
+    max_length: int | None = None  # tokens per conversation; None: the model's max positions
+    overlong: str = "truncate"  # truncate (cut the end, counted and warned) | refuse (stop naming the row)
 
 
 def default_training() -> dict[str, Any]:
@@ -49,7 +52,8 @@ class SFTRecipe:
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: SFTDataSettings = field(default_factory=SFTDataSettings)
     reverse: bool = False  # REVERSE hallucination-aware labels (SPEC 4.2)
-    tag_weight: float = 1.0  # loss weight of the REVERSE tag tokens
+    tag_weight: float = 1.0  # loss weight of the REVERSE tag tokens (the released scripts: none, i.e. 1)
+    hint_prob: float = 0.2  # REVERSE: chance a served record's question names its </UN> phrases (seed 0.2)
     reliability: ReliabilitySettings = field(default_factory=ReliabilitySettings)  # NaN/inf skips, SIGTERM
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -68,6 +72,8 @@ def validate(recipe: SFTRecipe, where: str = "config") -> SFTRecipe:
         )
     if recipe.data.format != "llava":
         raise ConfigError(f"{where}: data.format must be 'llava', got {recipe.data.format!r}")
+    if not 0.0 <= recipe.hint_prob <= 1.0:
+        raise ConfigError(f"{where}: hint_prob must be in [0, 1], got {recipe.hint_prob}")
     known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
     for key in recipe.training:
         if key not in known:

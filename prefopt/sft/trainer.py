@@ -38,6 +38,19 @@ def weighted_token_loss(
     return (nll * weights).sum() / weights.sum().clamp(min=1e-8)
 
 
+def response_token_loss(
+    model: Any, inputs: dict[str, Any], labels: torch.Tensor, loss_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`weighted_token_loss` from one forward that projects only the supervised positions, in token
+    chunks (:mod:`prefopt.training.logprobs`): the same value without any ``[B, T, V]`` logits."""
+    from prefopt.training.logprobs import response_token_logps
+
+    logps, rows, pos = response_token_logps(model, inputs, labels)
+    weights = torch.ones_like(logps) if loss_weights is None else loss_weights[:, 1:].to(logps.device)[rows, pos]
+    weights = weights.float()
+    return -(logps * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
 class ConversationSFTTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer):
     """``Trainer`` whose loss honours ``loss_weights`` from the collator (plain token mean without them).
 
@@ -45,12 +58,11 @@ class ConversationSFTTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Forward without labels (no model-side loss) and apply :func:`weighted_token_loss`."""
+        """Forward without labels (no model-side loss) and apply :func:`response_token_loss`."""
         labels = inputs.pop("labels")
         weights = inputs.pop("loss_weights", None)
-        outputs = model(**inputs, use_cache=False)
-        loss = weighted_token_loss(outputs.logits, labels, weights)
-        return (loss, outputs) if return_outputs else loss
+        loss = response_token_loss(model, inputs, labels, weights)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -68,8 +80,15 @@ class _ListDataset(torch.utils.data.Dataset):
 
 def load_examples(data: Any) -> list[Any]:
     """Conversation records of a recipe's ``data:`` section (four-stage rewrite applied if asked)."""
+    return read_checked(data)[0]
+
+
+def read_checked(data: Any) -> tuple[list[Any], Any]:
+    """Conversations with bad rows (missing fields, corrupt images, ...) skipped and counted; ``(examples,
+    tracker)``. More bad rows than ``data.max_bad_fraction`` stop with one line naming file and rows."""
     from pathlib import Path
 
+    from prefopt.data.bad_rows import BadRows, check_images, read_tolerant
     from prefopt.errors import DataError
 
     if not data.path:
@@ -79,14 +98,16 @@ def load_examples(data: Any) -> list[Any]:
     from prefopt.data.formats import read_llava_conversations
     from prefopt.sft.collator import to_four_stage
 
-    examples = list(read_llava_conversations(data.path, image_root=data.image_root))
-    if data.max_samples is not None:
-        examples = examples[: data.max_samples]
+    tracker = BadRows(data.path, getattr(data, "max_bad_fraction", 0.01))
+    examples = read_tolerant(tracker, lambda: read_llava_conversations(data.path, image_root=data.image_root))
+    examples = tracker.truncate(examples, data.max_samples)
+    if data.convert == "four_stage":
+        examples = tracker.screen(examples, to_four_stage)
+    examples = tracker.screen(examples, check_images)
+    tracker.check()
     if not examples:
         raise DataError("no conversations to train on", path=data.path)
-    if data.convert == "four_stage":
-        examples = [to_four_stage(ex) for ex in examples]
-    return examples
+    return examples, tracker
 
 
 def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
@@ -97,20 +118,34 @@ def build_trainer(recipe: Any, adapter: Any = None) -> ConversationSFTTrainer:
     from prefopt.sft.collator import ConversationCollator
     from prefopt.training.common import prepare_policy
 
+    examples, tracker = read_checked(recipe.data)  # before the model: bad data is reported in seconds
     if adapter is None:
         adapter = prepare_policy(recipe.model, recipe.lora, seed=recipe.training_args().get("seed", 42))
-    examples = load_examples(recipe.data)
     try:
         # the collator needs the raw records, so Trainer must not drop "unused" columns
         args = TrainingArguments(**{**recipe.training_args(), "remove_unused_columns": False})
     except (TypeError, ValueError) as err:
         raise ConfigError(f"training: {err}") from err
-    collator = ConversationCollator(adapter, reverse=recipe.reverse, tag_weight=recipe.tag_weight)
-    return ConversationSFTTrainer(
+    collator = ConversationCollator(
+        adapter,
+        reverse=recipe.reverse,
+        tag_weight=recipe.tag_weight,
+        max_length=getattr(recipe.data, "max_length", None),
+        overlong=getattr(recipe.data, "overlong", "truncate"),
+    )
+    dataset: Any = _ListDataset(examples)
+    if recipe.reverse and recipe.hint_prob > 0:
+        from prefopt.reverse.data import HintedDataset
+
+        # REVERSE: the seed's hint injection, drawn each time a record is served
+        dataset = HintedDataset(examples, recipe.hint_prob, seed=args.seed)
+    trainer = ConversationSFTTrainer(
         model=adapter.model,
         args=args,
-        train_dataset=_ListDataset(examples),
+        train_dataset=dataset,
         data_collator=collator,
         processing_class=adapter.processor,
         reliability=recipe.reliability,
     )
+    trainer.data_report = tracker.summary()
+    return trainer

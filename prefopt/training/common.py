@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,51 @@ def write_run_config(config: Any, out_dir: str | Path) -> Path:
     return path
 
 
+RUN_INFO = "run_info.json"
+
+
+def readable_modes(folder: str | Path, recursive: bool = False) -> int:
+    """Give every file under ``folder`` the read bits the umask allows (0644 under the usual 022).
+
+    safetensors writes its files mode 0600 (a private temporary file renamed into place), so a model saved
+    for others to load or serve was unreadable to them. Returns how many files were changed.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    wanted = 0o644 & ~mask
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    changed = 0
+    for path in root.rglob("*") if recursive else root.iterdir():
+        try:
+            if path.is_file() and not path.is_symlink():
+                mode = path.stat().st_mode & 0o777
+                if mode & wanted != wanted:
+                    os.chmod(path, mode | wanted)
+                    changed += 1
+        except OSError:
+            continue  # a file another process removed or owns: leave it
+    return changed
+
+
+def update_run_info(out_dir: str | Path, **fields: Any) -> Path:
+    """Merge ``fields`` into the run's ``run_info.json`` (created when absent; other keys are kept)."""
+    path = Path(out_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            info = {}
+    info.update(fields)
+    tmp = path.with_name(f".{RUN_INFO}.tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def last_checkpoint(out_dir: str | Path) -> str | None:
     """The newest complete ``checkpoint-N`` folder of a run (its completion marker checked), or None."""
     from prefopt.training.reliability import checkpoint_complete
@@ -95,15 +141,29 @@ def _log_history(out_dir: Path) -> list[dict[str, Any]]:
     return []
 
 
-def plot_training_curves(out_dir: str | Path, history: list[dict[str, Any]] | None = None) -> Path | None:
-    """Plot every numeric metric of the run's log history against the step into ``training_curves.png``."""
-    import matplotlib
+#: What a reader looks for first, in this order; every other metric follows alphabetically.
+PANEL_ORDER = (
+    lambda k: k == "reward",
+    lambda k: k == "reward_std",
+    lambda k: "accuracy" in k,
+    lambda k: "format" in k,
+    lambda k: "caption" in k and not k.startswith("judge/"),
+    lambda k: k == "loss",
+    lambda k: "loss" in k and not k.startswith(("ntk/", "judge/")),
+    lambda k: k == "kl" or k.endswith("/kl"),
+    lambda k: k.startswith("ntk/"),
+    lambda k: k.startswith("judge/"),
+)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    history = history if history is not None else _log_history(out)
+def panel_order(key: str) -> tuple[int, str]:
+    """Sort key of a metric's panel: rewards, accuracy, format, caption, loss, KL, NTK, judge, then the rest."""
+    rank = next((i for i, rule in enumerate(PANEL_ORDER) if rule(key)), len(PANEL_ORDER))
+    return rank, key
+
+
+def curve_series(history: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """``{metric: (steps, values)}`` in panel order, without all-zero metrics and bookkeeping keys."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     skip = {"step", "epoch", "total_flos", "train_runtime", "train_samples_per_second",
             "train_steps_per_second", "learning_rate", "grad_norm"}
@@ -115,9 +175,27 @@ def plot_training_curves(out_dir: str | Path, history: list[dict[str, Any]] | No
             xs, ys = series.setdefault(key, ([], []))
             xs.append(step)
             ys.append(float(value))
+    # a panel whose values are all zero (unused counters, a reward that is off) says nothing: leave it out
+    kept = [k for k, v in series.items() if any(y != 0 for y in v[1])]
+    return {k: series[k] for k in sorted(kept, key=panel_order)}
+
+
+def plot_training_curves(out_dir: str | Path, history: list[dict[str, Any]] | None = None) -> Path | None:
+    """Plot the numeric metrics of the run's log history against the step into ``training_curves.png``.
+
+    Panels come in :func:`panel_order` (rewards, accuracy, format, caption, loss, KL, NTK, judge first); a metric
+    that is zero at every logged step gets no panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    history = history if history is not None else _log_history(out)
+    series = curve_series(history)
     if not series:
         return None
-    keys = sorted(series)
+    keys = list(series)
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)

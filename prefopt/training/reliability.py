@@ -43,6 +43,7 @@ from prefopt.errors import PrefoptError
 logger = logging.getLogger(__name__)
 
 MARKER = "prefopt_checkpoint_complete.json"
+STATE_NAME = "prefopt_state.json"  # counters saved with a checkpoint (judge/*), restored on resume
 CHECKPOINT_RE = re.compile(r"checkpoint-(\d+)")
 
 
@@ -52,6 +53,7 @@ class ReliabilitySettings:
 
     max_consecutive_nonfinite: int = 5  # this many skipped (NaN/inf) steps in a row stop the run
     handle_sigterm: bool = True  # SIGTERM saves a checkpoint at the next step boundary and stops cleanly
+    zero_spread_steps: int = 5  # GRPO: warn after this many generation batches in a row with no reward spread
 
 
 class TrainingInterrupted(PrefoptError):
@@ -121,6 +123,60 @@ def set_aside_incomplete(out_dir: str | Path) -> list[Path]:
     return moved
 
 
+def weights_problem(folder: str | Path) -> str | None:
+    """Why the safetensors weights of checkpoint ``folder`` cannot be resumed from, or None when they can.
+
+    A file whose header does not parse (same size, so the marker still matches) or a tensor holding NaN/inf
+    is named. Each tensor is read once, on the CPU, one at a time (a resume pays one read of the weights).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                for name in fh.keys():
+                    tensor = fh.get_tensor(name)
+                    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                        return f"{path}: tensor {name!r} holds NaN/inf"
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            return f"{path}: unreadable safetensors ({str(err).splitlines()[0][:160]})"
+    return None
+
+
+def set_aside_bad(folder: str | Path, reason: str) -> Path:
+    """Rename a checkpoint that must not be resumed to ``bad-checkpoint-N-<time>``; returns the new path."""
+    folder = Path(folder)
+    target = folder.parent / f"bad-{folder.name}-{int(time.time())}"
+    os.replace(folder, target)
+    logger.warning("refusing to resume from %s: %s; moved to %s", folder, reason, target)
+    return target
+
+
+def usable_checkpoint(resume: str | None, out_dir: str | Path) -> str | None:
+    """``resume`` if its weights are sound; otherwise each bad checkpoint is set aside and the newest previous
+    complete one is tried, down to None (then training starts from the beginning, and says so)."""
+    from prefopt.training.common import last_checkpoint
+
+    if not resume:
+        return None
+    set_aside: list[str] = []
+    candidate: str | None = resume
+    while candidate:
+        problem = weights_problem(candidate)
+        if problem is None:
+            if set_aside:
+                logger.warning("resuming from the previous good checkpoint %s instead", candidate)
+            return candidate
+        set_aside.append(str(set_aside_bad(candidate, problem)))
+        candidate = last_checkpoint(out_dir)
+    logger.warning(
+        "no good checkpoint to resume from in %s (set aside: %s); training starts from the beginning",
+        out_dir,
+        ", ".join(set_aside),
+    )
+    return None
+
+
 # --- the callback --------------------------------------------------------------------------------
 
 
@@ -161,6 +217,9 @@ class ReliabilityCallback(TrainerCallback):
         self._bad_loss = False
         self._previous_handler: Any = None
         self._installed = False
+        self.steps_seen = 0
+        self.zero_lr_steps = 0  # optimizer steps so far that ran at learning rate 0
+        self._warned_zero_lr = False
 
     # signal handling
     def install(self) -> None:
@@ -206,7 +265,25 @@ class ReliabilityCallback(TrainerCallback):
         if not bool(torch.isfinite(loss.detach()).all()):
             self._bad_loss = True
 
+    def _watch_lr(self, optimizer: Any, step: int) -> None:
+        """Count steps that run at learning rate 0 and say so at the first one (e.g. warmup on a 1-step run)."""
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups:
+            return
+        self.steps_seen += 1
+        if any(float(g.get("lr", 0.0)) > 0 for g in groups):
+            return
+        self.zero_lr_steps += 1
+        if not self._warned_zero_lr and self.zero_lr_steps == self.steps_seen:
+            self._warned_zero_lr = True
+            logger.warning(
+                "step %d runs at learning rate 0 (the schedule's warmup starts at 0): this step leaves the "
+                "weights unchanged; on a run this short set training.warmup_steps=0 (or warmup_ratio=0)",
+                step,
+            )
+
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self._watch_lr(kwargs.get("optimizer"), state.global_step + 1)
         bad = self._bad_loss or (model is not None and not grads_finite(model))
         self._bad_loss = False
         if not _any_rank(bad, args.device):
@@ -246,6 +323,12 @@ class ReliabilityCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.uninstall()
+        if self.steps_seen and self.zero_lr_steps == self.steps_seen:
+            logger.warning(
+                "nothing was learned: all %d optimizer steps ran at learning rate 0, so the weights are those "
+                "the run started from (a warmup longer than the run? set training.warmup_steps=0)",
+                self.steps_seen,
+            )
 
     def metrics(self) -> dict[str, float]:
         """Counters for the training logs."""
@@ -283,6 +366,9 @@ class ReliableTrainerMixin:
             self.args.save_total_limit = limit
         run_dir = self._get_output_dir(trial=trial)
         folder = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        extra = self.checkpoint_state()  # on every rank: it may sum counters over ranks
+        if extra and self.args.should_save and folder.is_dir():
+            (folder / STATE_NAME).write_text(json.dumps(extra, indent=1), encoding="utf-8")
         if _distributed():
             torch.distributed.barrier()  # every rank has written its shard before the marker says "complete"
         if self.args.should_save and folder.is_dir():
@@ -293,6 +379,21 @@ class ReliableTrainerMixin:
                 best_model_checkpoint=self.state.best_model_checkpoint,
                 use_mtime=True,
             )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's save, then readable file modes (safetensors writes 0600; others must load the model)."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            from prefopt.training.common import readable_modes
+
+            readable_modes(output_dir or self.args.output_dir)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Extra state saved as :data:`STATE_NAME` in each checkpoint (counters; nothing for plain Trainer)."""
+        return {}
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`checkpoint_state` saved (called before a resumed run starts)."""
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """Load full-model checkpoint weights through ``from_pretrained`` (other layouts: Trainer's own load).
@@ -327,14 +428,38 @@ class ReliableTrainerMixin:
         """Add ``nonfinite_skipped`` to the training logs."""
         if "loss" in logs:
             logs = {**logs, **self.reliability.metrics()}
+            collator = getattr(self, "data_collator", None)
+            for name in ("bad_skipped", "truncated"):
+                if isinstance(getattr(collator, name, None), int):
+                    logs[f"data/{name}"] = float(getattr(collator, name))
         super().log(logs, start_time)
+
+
+def _same_on_every_rank(value: str | None) -> str | None:
+    """Rank 0's checkpoint choice on every rank (rank 0 alone checks the weights and moves bad folders)."""
+    if not _distributed():
+        return value
+    holder = [value]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]
 
 
 def run_training(trainer: Any, resume: str | None = None) -> Any:
     """``trainer.train`` that restores the SIGTERM handler and raises :class:`TrainingInterrupted` on SIGTERM."""
     callback = getattr(trainer, "reliability", None)
     if resume:
+        resume = usable_checkpoint(resume, trainer.args.output_dir) if trainer.is_world_process_zero() else resume
+        resume = _same_on_every_rank(resume)
+    if resume:
         logger.info("resuming from %s", resume)
+        saved = Path(resume) / STATE_NAME
+        if saved.is_file() and hasattr(trainer, "restore_checkpoint_state"):
+            trainer.restore_checkpoint_state(json.loads(saved.read_text(encoding="utf-8")))
+    report = getattr(trainer, "data_report", None)
+    if report and trainer.is_world_process_zero():
+        from prefopt.training.common import update_run_info
+
+        update_run_info(trainer.args.output_dir, data=report)
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     finally:

@@ -1,0 +1,1 @@
+"""Pieces of ``scripts/gpu_check.py``: real-size model configs, the smoke checks and the timings."""
