@@ -136,3 +136,27 @@ def test_demo_refuses_bad_seeds_in_one_line(tmp_path, capsys):
     assert main(["demo", "--seeds", "0,x", "--out", str(tmp_path)]) != 0
     err = capsys.readouterr().err
     assert "--seeds" in err and "Traceback" not in err
+
+
+def test_run_seeds_layout_and_provenance(tmp_path, monkeypatch):
+    """run_seeds: one demo per seed in OUT/seed-N, then the across-seed report with provenance (demo faked)."""
+    import prefopt.demo.seeds as seeds_mod
+
+    calls = []
+
+    def fake_demo(out, quick, family, seed, fresh, log):
+        calls.append((out.name, quick, seed))
+        for method, per in (("cold_start", BASE), ("grpo", GRPO), ("symmpo", BASE)):
+            for bench, metric in (("pope", "accuracy"), ("chair", "chair_i")):
+                folder = out / "eval" / method / bench
+                folder.mkdir(parents=True, exist_ok=True)
+                data = {"benchmark": bench, "n": 10, "metrics": {metric: iv(per[metric][seed])}}
+                (folder / "metrics.json").write_text(json.dumps(data))
+
+    monkeypatch.setattr(seeds_mod, "run_demo", fake_demo)
+    table = seeds_mod.run_seeds(tmp_path, [0, 2], quick=True, log=lambda s: None)
+    assert calls == [("seed-0", True, 0), ("seed-2", True, 2)]
+    assert table["seeds"] == ["seed-0", "seed-2"] and table["provenance"]["seeds"] == [0, 2]
+    assert table["provenance"]["command"] == "prefopt demo --quick --seeds 0,2" and table["provenance"]["profile"] == "quick"
+    stored = json.loads((tmp_path / "report" / "comparison.json").read_text())
+    assert stored["provenance"]["budget"].startswith("equal optimizer updates")
