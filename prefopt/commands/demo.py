@@ -7,8 +7,17 @@ from the same cold start -> POPE and CHAIR on held-out scenes for all three -> c
 Writes OUT/report/comparison.{md,json,png} and OUT/summary.md. A re-run with the same --out keeps the
 stages that finished. Default profile: about 8 minutes on a 2-core CPU; --quick: under 3 minutes.
 
+Seeds: --seeds 0,1,2 (or 0-4) runs one demo per seed into OUT/seed-N and writes the across-seed report
+OUT/report/comparison.{md,json,png} + cost_vs_metric.png (means with 95 % t-intervals over seeds, paired
+per-seed differences to the cold start, what each method cost). --seed N alone keeps the one-run layout.
+Budget: GRPO and SymMPO take the same number of optimizer updates; the report shows what each cost.
+
+README: --render-readme rewrites the demo block of README.md from docs/demo/comparison.json
+(--render-readme --from OUT first stores OUT/report/ of a --seeds run in docs/demo/).
+
 Example:
   prefopt demo --out outputs/demo
+  prefopt demo --seeds 0,1,2,3,4 --out outputs/demo-seeds
 """
 
 from __future__ import annotations
@@ -29,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--family", default=DEFAULT_FAMILY, choices=TINY_FAMILIES, help="tiny model architecture"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and training")
+    parser.add_argument("--seeds", help="several seeds (0,1,2 or 0-4): one run each in OUT/seed-N + across-seed report")
+    parser.add_argument("--render-readme", action="store_true",
+                        help="rewrite README.md's demo block from docs/demo/comparison.json (runs nothing)")
+    parser.add_argument("--from", dest="source", metavar="OUT",
+                        help="with --render-readme: first copy OUT/report/ of a --seeds run into docs/demo/")
     parser.add_argument("--fresh", action="store_true", help="redo every stage even when it finished before")
 
 
@@ -37,6 +51,21 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never needs the hub
+    if args.render_readme:
+        from prefopt.demo.readme import render_readme
+
+        print(f"rendered {render_readme(source=args.source)}")
+        return 0
+    if args.seeds is not None:
+        import shlex
+        import sys
+
+        from prefopt.demo.seeds import parse_seeds, run_seeds
+
+        seeds = parse_seeds(args.seeds)
+        command = "prefopt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["demo"] else None
+        run_seeds(args.out, seeds, quick=args.quick, family=args.family, fresh=args.fresh, command=command)
+        return 0
     from prefopt.demo import run_demo
 
     run_demo(args.out, quick=args.quick, family=args.family, seed=args.seed, fresh=args.fresh)

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     check_data_path(recipe.data.path, recipe.data.image_root, where=args.config)
     record = {**to_dict(recipe), "select": {"k": args.k, "keep": args.keep}}
     claim_output_dir(args.out, record, NAME, resume=args.resume, overwrite=args.overwrite, flag="--out")
-    with tracked_run(args.out):
+    from prefopt.cost import measured
+
+    with tracked_run(args.out), measured(args.out, "select"):
         files = run_selection(recipe, args.k, args.keep, args.out)
     for name, path in files.items():
         print(f"{name:9s} {path}")

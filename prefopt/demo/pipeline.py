@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from prefopt.cli import main
+from prefopt.cost import Meter, record_section
+from prefopt.demo.costs import write_method_costs
 from prefopt.demo.judge import start_judge
 from prefopt.demo.profiles import DemoProfile, profile
 from prefopt.demo.summary import write_summary
@@ -76,6 +78,7 @@ class Demo:
         self.base = self.out / "model"
         self.runs = self.out / "runs"
         self.recipes = self.out / "recipes"
+        self.judge: Any = None  # the local judge server while it runs (its request count is a cost)
 
     def stage(self, index: int, total: int, name: str, folder: Path, fn: Callable[[], None]) -> None:
         """Run ``fn`` unless ``folder`` holds a finished marker; time it and mark it done."""
@@ -87,11 +90,17 @@ class Demo:
             shutil.rmtree(folder)  # a half-finished stage is redone from scratch
         self.log(f"{label} ...")
         start = time.perf_counter()
+        meter, calls = Meter(), self.judge_requests()
         fn()
         self.timings[name] = time.perf_counter() - start
         folder.mkdir(parents=True, exist_ok=True)
+        record_section(folder, "stage", meter.read(judge_calls=self.judge_requests() - calls))
         (folder / DONE).write_text(json.dumps({"seconds": round(self.timings[name], 1)}))
         self.log(f"{label}: {self.timings[name]:.0f} s")
+
+    def judge_requests(self) -> int:
+        """Requests the local judge has answered so far (0 when it is not running)."""
+        return int(getattr(self.judge, "requests", 0) or 0)
 
     # -- stages ---------------------------------------------------------------------------------------
     def make_data(self) -> None:
@@ -197,15 +206,17 @@ def run_demo(
     demo.stage(1, total, "make-data", demo.data, demo.make_data)
     demo.stage(2, total, "tiny-model", demo.base, demo.tiny_model)
     demo.stage(3, total, "cold-start SFT", demo.runs / "sft", demo.sft)
-    judge = start_judge(seed)
+    judge = demo.judge = start_judge(seed)
     try:
         demo.stage(4, total, "variance-guided selection", demo.runs / "select", lambda: demo.select(judge.base_url))
         demo.stage(5, total, "GRPO (caption reward + NTK)", demo.runs / "grpo", lambda: demo.grpo(judge.base_url))
     finally:
         judge.stop()
+        demo.judge = None
     demo.stage(6, total, "SymMPO", demo.runs / "symmpo", demo.symmpo)
     for i, method in enumerate(METHODS):
         demo.stage(7 + i, total, f"eval {method}", demo.out / "eval" / method, lambda m=method: demo.evaluate(m))
+    write_method_costs(demo.out)
     log(f"[{total}/{total}] compare ...")
     table = demo.compare()
     report = demo.out / "report" / "comparison.md"

@@ -116,6 +116,14 @@ def _symmpo(epochs: float, max_steps: int = -1) -> dict[str, Any]:
     }
 
 
+#: How the demo makes the two methods' budgets comparable (recorded in every across-seed report).
+BUDGET_RULE = (
+    "equal optimizer updates: GRPO and SymMPO start from the same cold start and take the same number of "
+    "optimizer steps (training.max_steps; 64 by default, 2 with --quick); what a step costs differs by "
+    "method and is measured (wall/CPU seconds, forward and generated tokens, judge calls)"
+)
+UPDATES = {"default": 64, "quick": 2}
+
 PROFILES: dict[str, DemoProfile] = {
     "default": DemoProfile(
         name="default",
@@ -123,8 +131,8 @@ PROFILES: dict[str, DemoProfile] = {
         model=_model(),
         sft=_sft(10),
         select={"k": 8, "keep": 0.5},
-        grpo=_grpo(steps=64, generations=8, batch=16),
-        symmpo=_symmpo(2),
+        grpo=_grpo(steps=UPDATES["default"], generations=8, batch=16),
+        symmpo=_symmpo(4, max_steps=UPDATES["default"]),
         eval={"batch_size": 32, "bootstrap_rounds": 200, "max_new_tokens": 96},
     ),
     "quick": DemoProfile(
@@ -133,8 +141,8 @@ PROFILES: dict[str, DemoProfile] = {
         model=_model(),
         sft=_sft(4),
         select={"k": 4, "keep": 0.5},
-        grpo=_grpo(steps=2, generations=4, batch=8),
-        symmpo=_symmpo(1, max_steps=2),
+        grpo=_grpo(steps=UPDATES["quick"], generations=4, batch=8),
+        symmpo=_symmpo(1, max_steps=UPDATES["quick"]),
         eval={"batch_size": 32, "bootstrap_rounds": 50, "max_new_tokens": 96},
     ),
 }

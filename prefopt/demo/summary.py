@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from prefopt.demo.costs import cost_markdown
 from prefopt.demo.profiles import DemoProfile
 from prefopt.eval.report import scoring_note
 
@@ -80,7 +81,8 @@ def scoring_lines(out: Path, table: dict[str, Any]) -> str:
 
 def write_summary(out: Path, table: dict[str, Any], prof: DemoProfile, timings: dict[str, float]) -> Path:
     """Write ``OUT/summary.md`` (headline table, scoring, timings, caveats) and print its table."""
-    text = headline(table) + "\n\n" + scoring_lines(out, table)
+
+    text = headline(table) + "\n\n" + scoring_lines(out, table) + "\n\n" + cost_markdown(out)
     spent = ", ".join(f"{name} {sec:.0f} s" for name, sec in timings.items()) or "all stages reused"
     body = (
         f"# prefopt demo ({prof.name} profile)\n\n{text}\n\n"

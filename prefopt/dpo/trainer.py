@@ -20,6 +20,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from prefopt.config import ConfigError
+from prefopt.cost import measured
 from prefopt.data.bad_rows import BadRows, read_tolerant
 from prefopt.data.formats import read_dataset
 from prefopt.data.lengths import model_length_check
@@ -180,12 +181,15 @@ def precomputed_reference(config: SymMPOConfig, examples: list[Any], contrastive
         return values
     ref_path = config.reference_model or config.model.name_or_path
     logger.info("reference log-probs: computing with %s for %d examples -> %s", ref_path, len(examples), path)
-    adapter = _load_frozen(config, ref_path, state.device)
-    # strided shards: each rank runs 1/world of the forwards, so no rank idles at a barrier for long
-    shard = list(range(state.process_index, len(examples), state.num_processes))
-    local = compute_reference_logps(adapter.model, PreferenceDataset(examples),
-                                    PreferenceCollator(adapter, keys, contrastive),
-                                    batch_size=config.reference_batch_size, device=state.device, indices=shard)
+
+    cost_dir = config.training.output_dir if state.is_main_process else None
+    with measured(cost_dir, "reference_cache", examples=len(examples)):  # what the cache cost to build
+        adapter = _load_frozen(config, ref_path, state.device)
+        # strided shards: each rank runs 1/world of the forwards, so no rank idles at a barrier for long
+        shard = list(range(state.process_index, len(examples), state.num_processes))
+        local = compute_reference_logps(adapter.model, PreferenceDataset(examples),
+                                        PreferenceCollator(adapter, keys, contrastive),
+                                        batch_size=config.reference_batch_size, device=state.device, indices=shard)
     values = torch.zeros(len(examples), len(keys))
     if state.num_processes > 1:
         for rows, part in gather_object([(shard, local)]):

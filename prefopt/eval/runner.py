@@ -21,6 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 import prefopt
+from prefopt.cost import measured
 from prefopt.data.images import load_image
 from prefopt.data.paths import media_root
 from prefopt.data.schema import user_message
@@ -311,7 +312,10 @@ def evaluate(
             "dtype": dtype,
             "device": device,
         }
-        fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
+
+        with measured(out, "eval") as cost:
+            fields.update(generate_predictions(bench, items, model, out, family=family, **gen_kw))
+        fields["cost"] = cost
         pred_path = out / PREDICTIONS
     elif pred_list:
         opts = dataclasses.replace(opts, data=tuple(data_list))

@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefopt.cost import watch
 from prefopt.errors import ModelError
 from prefopt.models.loading import is_path_like, read_model_type
 
@@ -107,5 +108,8 @@ def adapter_for_model(model: Any) -> type[VLMAdapter]:
 
 def load_adapter(name_or_path: str, family: str | None = None, **kwargs: Any) -> VLMAdapter:
     """Load a model + processor through the adapter of its family (detected when not given)."""
+
     cls = adapter_class(family or detect_family(str(name_or_path)))
-    return cls.load(str(name_or_path), **kwargs)
+    adapter = cls.load(str(name_or_path), **kwargs)
+    watch(adapter.model)  # its forward tokens count in cost.json of the stage that runs it
+    return adapter

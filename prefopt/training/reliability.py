@@ -41,6 +41,7 @@ from transformers import TrainerCallback
 from prefopt.config import ConfigError
 from prefopt.errors import PrefoptError
 from prefopt.files import readable_modes
+from prefopt.training.cost_callback import CostCallback
 from prefopt.training.run_files import (  # noqa: F401  (MARKER, write_marker, checkpoint_complete: public here)
     MARKER,
     checkpoint_complete,
@@ -304,6 +305,8 @@ class ReliableTrainerMixin:
         super().__init__(*args, **kwargs)
         self.reliability = ReliabilityCallback(reliability, align_steps=self.resume_alignment())
         self.add_callback(self.reliability)
+
+        self.add_callback(CostCallback(getattr(self, "ref_model", None)))  # OUTPUT_DIR/cost.json
 
     def resume_alignment(self) -> int:
         """Optimizer steps between points where a resume repeats the run exactly (1 for plain Trainer)."""

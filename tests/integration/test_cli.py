@@ -31,3 +31,13 @@ def test_top_level_help_runs_as_a_module():
 def test_no_command_prints_help(capsys):
     assert cli.main([]) == 2
     assert "usage: prefopt" in capsys.readouterr().out
+
+
+def test_help_imports_no_torch_or_transformers():
+    """`prefopt --help` stays fast: the commands keep heavy imports lazy, and so does what they load at start."""
+    import subprocess
+    import sys
+
+    code = "import sys; from prefopt.cli import build_parser; build_parser(); print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

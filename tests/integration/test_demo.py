@@ -65,3 +65,25 @@ def test_rerun_keeps_finished_stages(demo_out, capsys):
     out = capsys.readouterr().out
     assert out.count("done earlier, kept") == 9
     assert (demo_out / "runs" / "grpo" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_quick_demo_matches_the_snapshot(demo_out):
+    """Same seed, same metrics: counts exactly, floats to 1e-9 (regenerate: python scripts/update_demo_snapshot.py)."""
+    from prefopt.demo.snapshot import SNAPSHOT, differences, snapshot
+
+    expected = json.loads(SNAPSHOT.read_text())
+    diffs = differences(expected, snapshot(demo_out))
+    assert not diffs, "quick demo moved from tests/data/demo_quick_snapshot.json:\n" + "\n".join(diffs[:20])
+
+
+def test_every_stage_recorded_its_cost(demo_out):
+    for stage in ("sft", "select", "grpo", "symmpo"):
+        data = json.loads((demo_out / "runs" / stage / "cost.json").read_text())
+        assert data["stage"]["wall_s"] > 0 and data["stage"]["forward_tokens"] > 0, stage
+    assert "train" in json.loads((demo_out / "runs" / "grpo" / "cost.json").read_text())
+    assert json.loads((demo_out / "runs" / "symmpo" / "cost.json").read_text())["reference_cache"]["examples"] == 16
+    grpo = json.loads((demo_out / "eval" / "grpo" / "cost.json").read_text())["method"]
+    assert grpo["stages"] == ["select", "grpo"] and grpo["training"]["judge_calls"] > 0
+    assert grpo["training"]["generated_tokens"] > 0 and grpo["eval"]["forward_tokens"] > 0
+    info = json.loads((demo_out / "eval" / "grpo" / "pope" / "run_info.json").read_text())
+    assert info["cost"]["forward_tokens"] > 0

@@ -122,7 +122,7 @@ def test_gate_catches_a_planted_key(tmp_path):
 # ---- the import-layer contract (issue 18 item 4): the layer table is in test_imports_follow_the_layers
 
 LAYERS: dict[str, int] = {
-    "__init__": 0, "errors": 0, "threads": 0, "config": 0, "files": 0, "prompts": 0,
+    "__init__": 0, "errors": 0, "threads": 0, "config": 0, "files": 0, "prompts": 0, "cost": 0,
     "data": 1,
     "models": 2,
     "rewards": 3, "training": 3, "_trl_compat": 3,
@@ -270,7 +270,7 @@ def test_imports_follow_the_layers():
 
     Layers (:data:`LAYERS`), lowest first:
 
-        0  base      prefopt (the package), errors, threads, config, files, prompts — no domain code
+        0  base      prefopt (the package), errors, threads, config, files, prompts, cost — no domain code
         1  data      prefopt.data: datasets, schemas, images, video
         2  models    prefopt.models: the adapter, the only code that knows a model family
         3  rewards, training, _trl_compat   reward functions; the shared Trainer pieces (reliability,
