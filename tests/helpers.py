@@ -346,3 +346,25 @@ def assert_in_sync(ranks: list[dict], distributed_type: str = "MULTI_CPU") -> No
     assert ranks[0]["batches"] != ranks[1]["batches"]  # the sampler split the data between ranks
     assert ranks[0]["grad_norm"] == ranks[1]["grad_norm"]  # norms of the all-reduced gradient
     assert ranks[0]["params"] == ranks[1]["params"]
+
+
+def cli_fails(argv: list, capsys, *culprits: str) -> str:
+    """Run the CLI; assert exit 2 and one ``prefopt CMD: error:`` line naming every culprit, no traceback.
+
+    Returns the line (also printed, so ``pytest -rP`` shows the messages users see).
+    """
+    from prefopt.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("prefopt ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    line = lines[0]
+    assert line.startswith(f"prefopt {argv[0]}: error: "), line
+    for culprit in culprits:
+        assert culprit in line, f"{culprit!r} not named in: {line}"
+    print(line)
+    return line
+

@@ -16,34 +16,13 @@ import pandas as pd
 import pytest
 
 from prefopt.cli import main
+from tests.helpers import cli_fails as fail
 
 GRPO = "recipes/tiny/qwen_grpo.yaml"
 SYMMPO = "recipes/tiny/qwen_symmpo.yaml"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A small shapes world written by ``prefopt make-data`` (images under ``images/``)."""
-    out = tmp_path_factory.mktemp("world")
-    argv = ["make-data", "--out", str(out), "--train", "2", "--grpo", "4", "--preference", "4", "--eval", "2"]
-    assert main(argv) == 0
-    return out
 
-
-def fail(argv: list[str], capsys, *culprits: str) -> str:
-    """Run the CLI; assert exit 2 and a one-line error naming every culprit; return that line."""
-    capsys.readouterr()
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("prefopt ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    line = lines[0]
-    assert line.startswith(f"prefopt {argv[0]}: error: "), line
-    for culprit in culprits:
-        assert culprit in line, f"{culprit!r} not named in: {line}"
-    print(line)  # shown by `pytest -rP`: the messages users see
-    return line
 
 
 def argparse_fail(argv: list[str], capsys, *culprits: str) -> None:

@@ -6,14 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import DATA as TEST_DATA
-
-DATA = TEST_DATA / "amber"
-
-
-ANSWERS, QUERIES, ANNOTATIONS = (
-    DATA / f for f in ("answers_sample.json", "query_all_sample.json", "annotations_sample.json")
-)
+from tests.benchdata.amber import ANNOTATIONS, ANSWERS, QUERIES
 
 
 def test_cli_score_only(tmp_path, capsys):

@@ -7,29 +7,14 @@ import re
 
 import pytest
 
-from prefopt.eval.mmhal_scoring import (
-    judge_prompt,
-)
 from prefopt.testing.judge_server import JudgeServer
-from tests.helpers import DATA as TEST_DATA
-
-DATA = TEST_DATA / "mmhal"
-
-
-TEMPLATE = DATA / "response_template_sample.json"
-
-
-RECORDS = json.loads(TEMPLATE.read_text())
-
-
-REPLIES = json.loads((DATA / "judge_replies.json").read_text())
-
-
-OFFICIAL_SCORE = 1.5520833333333333
-
-
-OFFICIAL_HALLUCINATION = 0.7291666666666666
-
+from tests.benchdata.mmhal import (
+    OFFICIAL_HALLUCINATION,
+    OFFICIAL_SCORE,
+    RECORDS,
+    TEMPLATE,
+    _replay_judge,
+)
 
 OFFICIAL_PER_TYPE = [
     2.25,
@@ -41,13 +26,6 @@ OFFICIAL_PER_TYPE = [
 ]
 
 
-def _replay_judge():
-    recorded = {}
-    for rec, reply in zip(RECORDS, REPLIES, strict=True):
-        recorded[
-            judge_prompt(rec["image_content"], rec["question"], rec["gt_answer"], rec["model_answer"])
-        ] = reply
-    return recorded
 
 
 def test_cli_score_only_through_judge_client(tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 
 from prefopt.cli import main
 from tests.helpers import ROOT
+from tests.helpers import cli_fails as fail
 
 SFT = str(ROOT / "recipes/tiny/qwen_sft.yaml")
 GRPO = str(ROOT / "recipes/tiny/qwen_grpo.yaml")
@@ -26,26 +27,7 @@ SYMMPO = str(ROOT / "recipes/tiny/qwen_symmpo.yaml")
 NO_MODEL = "/nonexistent/model-that-must-never-be-loaded"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    argv = ["make-data", "--out", str(out), "--train", "2", "--grpo", "4", "--preference", "4", "--eval", "2"]
-    assert main(argv) == 0
-    return out
 
-
-def fail(argv: list[str], capsys, *culprits: str) -> str:
-    """Run the CLI; assert exit 2 and a one-line error naming every culprit; return that line."""
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("prefopt ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith(f"prefopt {argv[0]}: error: "), lines[0]
-    for culprit in culprits:
-        assert culprit in lines[0], f"{culprit!r} not named in: {lines[0]}"
-    return lines[0]
 
 
 def sft(world, tmp_path, *overrides):

@@ -27,13 +27,6 @@ from prefopt.errors import DataError
 SYMMPO = "recipes/tiny/qwen_symmpo.yaml"
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A small shapes world written by ``prefopt make-data`` (images under ``images/``)."""
-    out = tmp_path_factory.mktemp("world")
-    argv = ["make-data", "--out", str(out), "--train", "4", "--grpo", "4", "--preference", "4", "--eval", "2"]
-    assert main(argv) == 0
-    return out
 
 
 def one_error_line(argv, capsys) -> str:

@@ -23,12 +23,7 @@ from prefopt.errors import DataError
 from prefopt.eval.amber_scoring import read_official, read_robust, score_amber
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.runner import get_benchmark
-from tests.helpers import DATA as TEST_DATA
-
-DATA = TEST_DATA / "amber"
-ANSWERS, QUERIES, ANNOTATIONS = (
-    DATA / f for f in ("answers_sample.json", "query_all_sample.json", "annotations_sample.json")
-)
+from tests.benchdata.amber import ANNOTATIONS, ANSWERS, QUERIES
 
 # inference.py --evaluation_type d on the 262 discriminative answers (printed percent / 100)
 OFFICIAL_D = {

@@ -24,21 +24,9 @@ from prefopt.errors import PrefoptError
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.hallusion_scoring import judge_prompt, score_hallusion, verdict_official, verdict_robust
 from prefopt.eval.runner import get_benchmark
-from tests.helpers import DATA as TEST_DATA
-
-DATA = TEST_DATA / "hallusion"
-PREDICTIONS = DATA / "predictions_sample.json"
-ROWS = json.loads(PREDICTIONS.read_text())
-REPLIES = json.loads((DATA / "judge_replies.json").read_text())
+from tests.benchdata.hallusion import OFFICIAL, OFFICIAL_VS, PREDICTIONS, REPLIES, ROWS, _close
 
 # evaluation.py leaderboard / tables on the recorded replies (percent / 100)
-OFFICIAL = {
-    "aAcc": 0.663265,
-    "qAcc": 0.402439,
-    "fAcc": 0.301887,
-    "easy_aAcc": 0.646341,
-    "hard_aAcc": 0.483871,
-}
 OFFICIAL_VD = {
     "aAcc": 0.641026,
     "qAcc": 0.378378,
@@ -46,17 +34,12 @@ OFFICIAL_VD = {
     "easy_aAcc": 0.837838,
     "hard_aAcc": 0.432432,
 }
-OFFICIAL_VS = {"aAcc": 0.677966, "qAcc": 0.422222, "fAcc": 0.227273, "easy_aAcc": 0.488889, "hard_aAcc": 0.56}
 OFFICIAL_FIGURES = {"correct": 0.301887, "inconsistent": 0.584906, "wrong": 0.113208, "score": 0.6297}
 OFFICIAL_BIAS = {"pct_diff": 0.10204081632653056, "fp_ratio": 0.6515151515151515}
 ROBUST = {"aAcc": 0.688776, "qAcc": 0.390244, "fAcc": 0.339623, "easy_aAcc": 0.707317, "hard_aAcc": 0.451613}
 ROBUST_BIAS = {"pct_diff": 0.13775510204081626, "fp_ratio": 0.7213114754098361}
 
 
-def _close(got, want):
-    assert set(want) <= set(got)
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v, abs=1e-4), k
 
 
 def test_official_prompt_text():

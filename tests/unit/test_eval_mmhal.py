@@ -32,15 +32,14 @@ from prefopt.eval.mmhal_scoring import (
 )
 from prefopt.eval.runner import get_benchmark
 from prefopt.rewards.judge import JudgeConfig
-from tests.helpers import DATA as TEST_DATA
+from tests.benchdata.mmhal import (
+    OFFICIAL_HALLUCINATION,
+    OFFICIAL_SCORE,
+    RECORDS,
+    REPLIES,
+    TEMPLATE,
+)
 
-DATA = TEST_DATA / "mmhal"
-TEMPLATE = DATA / "response_template_sample.json"
-RECORDS = json.loads(TEMPLATE.read_text())
-REPLIES = json.loads((DATA / "judge_replies.json").read_text())
-
-OFFICIAL_SCORE = 1.5520833333333333
-OFFICIAL_HALLUCINATION = 0.7291666666666666
 OFFICIAL_PER_TYPE = [
     2.25,
     1.3333333333333333,
@@ -121,13 +120,6 @@ def test_order_is_checked():
     assert m["n"] == 96
 
 
-def _replay_judge():
-    recorded = {}
-    for rec, reply in zip(RECORDS, REPLIES, strict=True):
-        recorded[
-            judge_prompt(rec["image_content"], rec["question"], rec["gt_answer"], rec["model_answer"])
-        ] = reply
-    return recorded
 
 
 

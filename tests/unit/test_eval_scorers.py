@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -11,32 +9,15 @@ from prefopt.errors import DataError
 from prefopt.eval.bootstrap import bootstrap
 from prefopt.eval.common import EvalOptions
 from prefopt.eval.runner import get_benchmark
-
-OPTS = EvalOptions(rounds=50, seed=0)
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+from tests.benchdata.scorers import OPTS, POPE_ROWS, score, write_jsonl
 
 
 def values(metrics):
     return {k: round(v["value"], 4) for k, v in metrics.items()}
 
 
-def score(bench, path, opts=OPTS):
-    b = get_benchmark(bench)
-    return b.score(b.read_predictions(path, opts), opts)
 
 
-POPE_ROWS = [
-    {"text": "Yes, there is a dog.", "label": "yes", "category": "random"},  # TP
-    {"text": "No.", "label": "no", "category": "random"},  # TN
-    {"text": "There is not a cat.", "label": "yes", "category": "random"},  # FN
-    {"text": "Yes", "label": "no", "category": "adversarial"},  # FP
-    {"text": "Yes. But no cat is visible", "label": "yes", "category": "adversarial"},  # TP (first sentence)
-    {"text": "I see no car. Yes.", "label": "no", "category": "adversarial"},  # TN
-]
 
 
 def test_pope_metrics(tmp_path):
