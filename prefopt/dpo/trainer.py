@@ -48,6 +48,7 @@ from prefopt.dpo.reference import (
 from prefopt.errors import DataError, ModelError
 from prefopt.models.adapter import load_adapter
 from prefopt.training.common import last_checkpoint, plot_training_curves, prepare_policy, write_run_config
+from prefopt.training.loss_scaling import MeanLossTrainerMixin
 from prefopt.training.reliability import ReliableTrainerMixin, run_training
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ def make_loss_fn(settings: LossSettings) -> Callable[..., tuple[torch.Tensor, di
     return get_loss(settings.name).bind(settings)
 
 
-class SymMPOTrainer(ReliableTrainerMixin, Trainer):
-    """``Trainer`` whose ``compute_loss`` is the preference loss over one concatenated forward."""
+class SymMPOTrainer(MeanLossTrainerMixin, ReliableTrainerMixin, Trainer):
+    """``Trainer`` whose ``compute_loss`` is the preference loss over one concatenated forward.
+
+    The loss is a batch mean, so ``Trainer`` divides it by the accumulation steps (the mixin).
+    """
 
     def __init__(self, *args: Any, loss_settings: LossSettings, ref_model: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -67,8 +71,6 @@ class SymMPOTrainer(ReliableTrainerMixin, Trainer):
         self.loss_fn = make_loss_fn(loss_settings)
         self.loss_keys = loss_keys(loss_settings.name)
         self.ref_model = ref_model
-        # the loss is already a batch mean: let Trainer scale it for gradient accumulation
-        self.model_accepts_loss_kwargs = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
 
     def _reference_logps(self, model: Any, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -73,3 +73,13 @@ def test_sft_accumulated_gradient_equals_single_batch(tiny_llava_dir, tmp_path):
     assert single and single.keys() == accumulated.keys()
     for name, grad in single.items():
         torch.testing.assert_close(accumulated[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_every_mean_loss_trainer_states_its_scaling():
+    """SFT and SymMPO return per-micro-batch means: both take the one explicit rule (GRPO's loss is TRL's)."""
+    from prefopt.dpo.trainer import SymMPOTrainer
+    from prefopt.sft.trainer import ConversationSFTTrainer
+    from prefopt.training.loss_scaling import MeanLossTrainerMixin
+
+    assert issubclass(ConversationSFTTrainer, MeanLossTrainerMixin)
+    assert issubclass(SymMPOTrainer, MeanLossTrainerMixin)
