@@ -39,10 +39,15 @@ def write_prompts(folder: Path, n: int) -> Path:
 @contextlib.contextmanager
 def scripted_policy():
     """Every other completion becomes the canned four-stage answer (both trainers share TRL's method)."""
+    import functools
+
     from trl import GRPOTrainer
+
+    import prefopt._trl_compat  # noqa: F401  (checks TRL's real signatures before this patch replaces one)
 
     original = GRPOTrainer._generate_single_turn
 
+    @functools.wraps(original)
     def scripted(self, *args, **kwargs):
         ids, logprobs = original(self, *args, **kwargs)
         canned = self._tokenizer.encode(CANNED, add_special_tokens=False) + [self.eos_token_ids[0]]
