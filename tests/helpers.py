@@ -138,19 +138,24 @@ def judge_knows(messages):
     return f"<think>from the description</think>{row['solution']}"
 
 
-def write_clip(path, n_frames=4, rate=2, size=56):
-    """A tiny MPEG-4 clip of flat frames (PyAV)."""
+def write_clip(path, n_frames=4, rate=2, size=56, step=40):
+    """A tiny MPEG-4 clip (PyAV) whose frame i is a flat grey of value ``step * i`` (a frame's mean names it).
+
+    ``size`` is one side of a square frame, or ``(width, height)``.
+    """
     import av
 
+    width, height = (size, size) if isinstance(size, int) else size
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 40 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
+            array = np.full((height, width, 3), step * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
 
 
 def write_mixed_prompts(folder):

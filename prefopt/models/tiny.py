@@ -118,6 +118,16 @@ def _qwen_ids(ids: dict[str, int]) -> dict[str, int]:
     }
 
 
+
+def _qwen_media_ids(ids: dict[str, int]) -> dict[str, int]:
+    """The config's media token ids: they must be the tokenizer's own (Qwen2.5-VL and Qwen3-VL alike)."""
+    return {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+
 def _build_qwen(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
@@ -145,10 +155,7 @@ def _build_qwen(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     config = Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **_qwen_media_ids(ids),
         tie_word_embeddings=False,
     )
     model = Qwen2_5_VLForConditionalGeneration(config)
@@ -207,10 +214,7 @@ def _build_qwen3(cls: Any, sizes: dict[str, int]) -> tuple[Any, Any]:
     config = Qwen3VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
+        **_qwen_media_ids(ids),
         tie_word_embeddings=False,
     )
     model = Qwen3VLForConditionalGeneration(config)

@@ -15,6 +15,7 @@ from prefopt.models.adapter import load_adapter
 from prefopt.models.loading import IGNORE_INDEX, assistant_mask, quantization_config
 from prefopt.models.registry import adapter_class
 from prefopt.models.tiny import TINY_FAMILIES as FAMILIES
+from tests.helpers import write_clip
 
 VIDEO_FAMILIES = [f for f in FAMILIES if adapter_class(f).supports_video]
 
@@ -226,16 +227,7 @@ def test_assistant_mask_shifts_spans_past_expanded_placeholders():
 
 
 def _write_video(path, n_frames=4, size=(64, 48)):
-    import av
-    import numpy as np
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=2)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(n_frames):
-            array = np.full((size[1], size[0], 3), i * 60, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        container.mux(stream.encode())
+    return write_clip(path, n_frames=n_frames, rate=2, size=size, step=60)
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)

@@ -7,23 +7,14 @@ import pytest
 
 from prefopt.data.video import fit_pixels, load_video_frames, sample_times
 from prefopt.errors import ImageError, PrefoptError
+from tests.helpers import write_clip
 
 av = pytest.importorskip("av")
 
 
 def _write_video(path, n_frames=20, rate=10, size=(64, 32)):
     """Frame i is a flat grey of value 12*i, so a sampled frame's mean tells which frame it was."""
-    width, height = size
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 12 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_clip(path, n_frames=n_frames, rate=rate, size=size, step=12)
 
 
 def _which_frame(img) -> int:
