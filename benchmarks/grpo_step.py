@@ -222,8 +222,8 @@ def run_family(family: str, args, n: int, latency: float = 0.0) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """Run both families and print the step-time and memory ratios."""
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=4, help="per-device batch (completions per step)")
-    p.add_argument("--group", type=int, default=2, help="GRPO group size (num_generations)")
+    p.add_argument("--batch", type=int, default=16, help="per-device batch (completions per step; issue 21: 16)")
+    p.add_argument("--group", type=int, default=4, help="GRPO group size (num_generations; issue 21: 4)")
     p.add_argument("--completion", type=int, default=48, help="max_completion_length")
     p.add_argument("--judge-latency", type=float, action="append",
                    help="seconds the judge takes per answer (repeatable; default 0 and 1)")

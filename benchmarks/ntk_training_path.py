@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     tokens = args.tokens or (QUICK_TOKENS if args.quick else TOKENS)
     rows = []
     for n in tokens:
-        sides = ["head", "fused"] + (["recompute"] if n * args.vocab * 4 < 2**31 else [])  # [N, V] fp32 < 2 GiB
+        # the old path only where it is a few minutes: N <= 2,048 and its [N, V] fp32 logits < 2 GiB
+        sides = ["head", "fused"] + (["recompute"] if n <= 2048 and n * args.vocab * 4 < 2**31 else [])
         for side in sides:
             cmd = [sys.executable, "-m", "benchmarks.ntk_training_path", "--one", str(n), side, "--d", str(args.d),
                    "--vocab", str(args.vocab), "--repeats", str(n_rep), "--threads", str(args.threads)]

@@ -36,15 +36,16 @@ def ratio_table(results: list[dict]) -> list[str]:
 
 def _grpo(result: dict) -> list[str]:
     lines = [
-        "| family | prefopt GWYS s/step | TRL s/step | prefopt CPU s | TRL CPU s | peak MiB prefopt / TRL | "
-        "judge requests | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | judge latency s | B, G | prefopt GWYS s/step | TRL s/step | prefopt CPU s | TRL CPU s | "
+        "peak MiB prefopt / TRL | judge requests | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         t, c, p = r["times"], r.get("cpu_s", {}), r["peak_mib"]
         cpu = [_s(c[s]) if s in c else "–" for s in ("prefopt", "trl")]
         lines.append(
-            f"| {r['family']} | {_s(t['prefopt'])} | {_s(t['trl'])} | {cpu[0]} | {cpu[1]} | "
+            f"| {r['family']} | {r.get('judge_latency_s', 0):g} | {r.get('batch', '?')}, {r.get('group', '?')} | "
+            f"{_s(t['prefopt'])} | {_s(t['trl'])} | {cpu[0]} | {cpu[1]} | "
             f"{p.get('prefopt', 0):.0f} / {p.get('trl', 0):.0f} | {r['judge_requests']} | {_s(r['load'])} |"
         )
     return lines
@@ -52,17 +53,56 @@ def _grpo(result: dict) -> list[str]:
 
 def _symmpo(result: dict) -> list[str]:
     lines = [
-        "| family | prefopt tok/s | TRL DPO tok/s | prefopt s/step | TRL s/step | peak MiB prefopt / TRL | "
-        "ref. cache build s | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | prefopt loss | prefopt ex/s | TRL DPO ex/s | prefopt ex/s, cache charged | prefopt s/step | "
+        "TRL s/step | peak MiB prefopt / TRL | ref. cache build s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
-        t, s, p = r["tokens_per_s"], r["step_s"], r["peak_mib"]
+        e, s, p = r["examples_per_s"], r["step_s"], r["peak_mib"]
+        charged = r.get("examples_per_s_cache_charged", {}).get("prefopt")
         lines.append(
-            f"| {r['family']} | {_s(t['prefopt'])} | {_s(t['trl'])} | {_s(s['prefopt'])} | {_s(s['trl'])} | "
+            f"| {r['family']} | {r.get('loss', 'symmpo')} | {_s(e['prefopt'])} | {_s(e['trl'])} | "
+            f"{_s(charged) if charged else '–'} | {_s(s['prefopt'])} | {_s(s['trl'])} | "
             f"{p.get('prefopt', 0):.0f} / {p.get('trl', 0):.0f} | {r['reference_cache_build_s']:.2f} | "
             f"{_s(r['load'])} |"
         )
+    return lines
+
+
+def _ntk_train(result: dict) -> list[str]:
+    lines = [
+        f"d = {result['d']}, V = {result['vocab']}, B = 16; one fresh process per row.",
+        "",
+        "| N tokens | side | fwd+bwd s | process peak MiB | added above inputs MiB |",
+        "|---:|---|---|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['tokens']} | {r['side']} | {_s(r['seconds'])} | {r['maxrss_mib']:.0f} | "
+                     f"{r['added_mib']:.0f} |")
+    return lines
+
+
+def _vocab_memory(result: dict) -> list[str]:
+    lines = [
+        f"A {result['steps']}-step `symmpo --loss dpo` run, batch {result['batch']}, each run a fresh process "
+        f"({result['repeats']} interleaved repeats).",
+        "",
+        "| vocabulary | peak RSS MiB | run s |",
+        "|---|---|---|",
+    ]
+    for name, label in (("tiny", "tiny tokenizer"), ("real", f"resized to {result['vocab']:,}")):
+        lines.append(f"| {label} | {_s(result[name]['maxrss_mib'])} | {_s(result[name]['seconds'])} |")
+    return lines
+
+
+def _vision(result: dict) -> list[str]:
+    lines = [
+        "| family | SymMPO fwd+bwd s | in the image encoder s | images encoded / distinct | share | most saved |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for r in result["runs"]:
+        lines.append(f"| {r['family']} | {_s(r['step_s'])} | {_s(r['encoder_s'])} | {r['images_encoded']} / "
+                     f"{r['images_distinct']} | {r['share']:.3f} | {r['max_saving']:.3f} |")
     return lines
 
 
@@ -132,7 +172,8 @@ def _select(result: dict) -> list[str]:
     return lines
 
 
-DETAIL = {"grpo": _grpo, "symmpo": _symmpo, "ntk": _ntk, "resample": _resample, "select": _select}
+DETAIL = {"grpo": _grpo, "symmpo": _symmpo, "ntk": _ntk, "resample": _resample, "select": _select,
+          "ntk_training_path": _ntk_train, "vocab_memory": _vocab_memory, "vision_share": _vision}
 
 
 def render(results: list[dict]) -> str:

@@ -4,6 +4,7 @@
     python benchmarks/run_all.py --quick    # smoke run, about 3 minutes on 2 CPU cores
     python benchmarks/run_all.py --device cuda --dtype bfloat16 --config 3b --only grpo --only symmpo
     python benchmarks/run_all.py --config real-vocab    # real vocabularies / heads, 2 layers (issue 21)
+    python benchmarks/run_all.py --repeats 3 --ntk-tokens 512 --ntk-tokens 2048 --ntk-tokens 6144 --ntk-vocab 32768
 
 The raw results (every ``RESULT`` line) are written to ``--out`` (default
 ``benchmarks/results/<full|quick>.json``); ``docs/benchmarks.md`` is written from a full run.
@@ -56,6 +57,11 @@ def script_args(args: argparse.Namespace, name: str) -> list[str]:
     if name == "ntk-train" and args.quick:
         # a smoke row: the 7B head (the full run's default) takes minutes per row on a CPU
         out += ["--tokens", "256", "--d", "1024", "--vocab", "32768"]
+    elif name == "ntk-train":
+        for n in args.ntk_tokens or []:
+            out += ["--tokens", str(n)]
+        if args.ntk_vocab:
+            out += ["--vocab", str(args.ntk_vocab)]
     return out
 
 
@@ -109,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--family", action="append", choices=("qwen2_5_vl", "llava"))
     p.add_argument("--only", action="append", choices=sorted(SCRIPTS), help="run only these targets")
     p.add_argument("--out", default=None, help="JSON file for the raw results")
+    p.add_argument("--ntk-tokens", type=int, action="append",
+                   help="ntk-train: completion tokens per row (repeatable; default 256...8192)")
+    p.add_argument("--ntk-vocab", type=int, default=None,
+                   help="ntk-train: vocabulary of the head (default 152,064; the extra/head ratio is ~2N/3d, "
+                        "independent of V, so a smaller V measures the same ratio in less CPU time)")
     args = p.parse_args(argv)
     names = args.only or list(SCRIPTS)
     results = [run_one(name, args) for name in names]

@@ -143,14 +143,16 @@ def four_stage_answer(objects: list[str], asked: str, present: bool) -> str:
     """A four-stage prethink/caption/think/answer completion for "Is there a <asked>?"."""
     verdict = "yes" if present else "no"
     colour = OBJECTS[asked][0]
-    # The check goes through the colour word: only the caption holds colour words, so "is it named?" is a
-    # presence test a small model learns reliably, where matching the shape word (also in the question
-    # and the plan) would need counting its occurrences.
+    # The check goes through the colour word, written out BEFORE the verdict: only the caption holds colour
+    # words, so once the colour is on the page "is it named?" is a match against an earlier token. Deciding
+    # "names"/"does not name" before writing the colour (the earlier wording) asks for shape -> colour ->
+    # presence at one position: that cold start answered "yes" to nearly everything in 3 of 3 seeds
+    # (docs/demo/tuning.md has the measurements).
     seen = "names" if present else "does not name"
     return (
         f"<prethink>I will list the shapes, then look for a {asked}.</prethink> "
         f"<caption>{caption(objects)}</caption> "
-        f"<think>The question asks about a {asked}. The caption {seen} a {colour} shape.</think> "
+        f"<think>The question asks about a {asked}. A {asked} is {colour}; the caption {seen} {colour}.</think> "
         f"<answer>{verdict}</answer>"
     )
 
