@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     if getattr(args, "_uses_torch", True):
-        configure_threads(args.threads)
+        configure_threads(args.threads, getattr(args, "_default_threads", None))
     try:
         if getattr(args, "out", None) and args._out_kind == "folder":
             from prefopt.commands._outdir import check_not_file

@@ -85,8 +85,12 @@ def choose_threads(cores: int, busy: float) -> int:
 _AUTO: int | None = None  # the automatic choice, measured once per process
 
 
-def configure_threads(requested: int | None = None) -> int:
-    """Set torch's CPU threads by the policy above and return the number chosen."""
+def configure_threads(requested: int | None = None, default: int | None = None) -> int:
+    """Set torch's CPU threads by the policy above and return the number chosen.
+
+    Order: ``requested`` (the ``--threads`` flag), then ``PREFOPT_THREADS`` / ``OMP_NUM_THREADS``, then a
+    command's own ``default`` (``prefopt demo``: 1), then the free cores.
+    """
     global _AUTO
     import torch
 
@@ -97,6 +101,8 @@ def configure_threads(requested: int | None = None) -> int:
             if value.isdigit() and int(value) > 0:
                 requested, source = int(value), name
                 break
+    if (requested is None or requested <= 0) and default is not None and default > 0:
+        requested, source = default, "the command's default"
     if (requested is None or requested <= 0) and _AUTO is not None:
         requested, source = _AUTO, "auto, measured earlier in this process"
     if requested is None or requested <= 0:

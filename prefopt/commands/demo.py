@@ -5,7 +5,8 @@ shapes world) -> tiny-model -> cold-start SFT -> variance-guided selection -> GR
 caption rewards, the caption judged over HTTP by a local OpenAI-compatible server; NTK term) -> SymMPO
 from the same cold start -> POPE and CHAIR on held-out scenes for all three -> compare.
 Writes OUT/report/comparison.{md,json,png} and OUT/summary.md. A re-run with the same --out keeps the
-stages that finished. Default profile: about 8 minutes on a 2-core CPU; --quick: under 3 minutes.
+stages that finished. Runs on one torch thread unless --threads (or PREFOPT_THREADS / OMP_NUM_THREADS)
+says otherwise: the numbers depend on the thread count, never on how busy the machine is.
 
 Seeds: --seeds 0,1,2 (or 0-4) runs one demo per seed into OUT/seed-N and writes the across-seed report
 OUT/report/comparison.{md,json,png} + cost_vs_metric.png (means with 95 % t-intervals over seeds, paired
@@ -44,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", metavar="OUT",
                         help="with --render-readme: first copy OUT/report/ of a --seeds run into docs/demo/")
     parser.add_argument("--fresh", action="store_true", help="redo every stage even when it finished before")
+    # One torch thread unless --threads / PREFOPT_THREADS / OMP_NUM_THREADS say otherwise: the thread count
+    # changes float reduction order, and over 750 cold-start steps that decides whether a seed learns (so a
+    # busy machine must not change the numbers), and on the tiny models one thread is as fast as two.
+    parser.set_defaults(_default_threads=1)
 
 
 def run(args: argparse.Namespace) -> int:

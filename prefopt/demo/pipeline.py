@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from prefopt.cli import main
@@ -49,7 +50,8 @@ class DemoResult:
 
 def cli(argv: Sequence[str], stage: str) -> None:
     """Run ``prefopt ARGV`` in this process; a non-zero exit becomes a PrefoptError naming the stage."""
-    argv = [str(a) for a in argv]
+    # every stage runs on the demo's thread count (a stage's own automatic choice could differ)
+    argv = ["--threads", str(torch.get_num_threads()), *(str(a) for a in argv)]
     code = main(argv)
     if code != 0:
         raise PrefoptError(f"demo stage '{stage}' failed (exit {code}): prefopt {' '.join(argv)}")

@@ -1,4 +1,4 @@
-"""Sizes and recipes of the demo: ``default`` (about 8 minutes on a 2-core CPU) and ``quick`` (CI, < 3 min).
+"""Sizes and recipes of the demo: ``default`` (about 12 minutes on one core) and ``quick`` (the CI smoke run).
 
 Each stage's recipe is a plain dict in the layout of that subcommand's YAML; the pipeline writes it to
 ``OUT/recipes/<stage>.yaml`` (first line: the exact command that runs it) before running it, so every

@@ -75,3 +75,49 @@ def test_cli_threads_flag_sets_torch_threads_before_the_command_runs(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_command_default_sits_between_environment_and_auto(monkeypatch):
+    monkeypatch.delenv("PREFOPT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_AUTO", None)
+    monkeypatch.setattr(threads, "allowed_cores", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)  # auto would pick 2
+    before = torch.get_num_threads()
+    try:
+        assert threads.configure_threads(None, default=1) == 1
+        monkeypatch.setenv("PREFOPT_THREADS", "2")
+        assert threads.configure_threads(None, default=1) == 2  # the environment beats the command's default
+        assert threads.configure_threads(1, default=2) == 1  # and the flag beats both
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_demo_runs_on_one_thread_by_default_and_passes_it_to_every_stage(monkeypatch, tmp_path):
+    """The thread count moves the demo's numbers, a busy machine must not: one thread unless asked."""
+    import prefopt.demo.pipeline as pipeline
+    from prefopt.cli import main
+
+    monkeypatch.delenv("PREFOPT_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_AUTO", 2)  # what the free-core rule would give on an idle 2-core machine
+    seen = []
+
+    def fake_run_demo(out, **kw):
+        seen.append(torch.get_num_threads())
+        return None
+
+    stage_argv = []
+    monkeypatch.setattr(pipeline, "main", lambda argv: stage_argv.append(argv) or 0)
+    monkeypatch.setattr("prefopt.demo.run_demo", fake_run_demo)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+        assert seen == [1]
+        pipeline.cli(["make-data", "--out", tmp_path], "make-data")
+        assert stage_argv[-1][:3] == ["--threads", "1", "make-data"]
+        assert main(["--threads", "2", "demo", "--out", str(tmp_path / "d")]) == 0
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
