@@ -99,6 +99,9 @@ def recipe_for(model_dir: str, data: Path, judge_url: str, args, steps: int, out
         f"data.image_root={data.parent}",
         f"rewards.judge.base_url={judge_url}",
         "rewards.judge.max_retries=0",
+        # no judge cache: the scripted policy repeats its canned answer, which prefopt's default on-disk cache
+        # would answer without a request from the second step on, while TRL's side asks every time
+        "rewards.judge.cache=false",
         f"training.output_dir={out}",
         f"training.max_steps={steps}",
         'training.save_strategy="no"',
